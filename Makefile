@@ -1,0 +1,48 @@
+# Everything installs into .venv from nothing; every target that needs it depends on the install stamp.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTO_OUT := shared
+
+.PHONY: install protos check-protos lint test bench up down status demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[stack,dev]'
+	@touch $(STAMP)
+
+# Generated code lives beside the shared library and is never edited by hand.
+protos: $(STAMP)
+	$(BIN)/python scripts/protogen.py $(PROTO_OUT)
+
+# Fails when the committed stubs differ from what the protos generate.
+check-protos: $(STAMP)
+	$(BIN)/python scripts/protogen.py --check $(PROTO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services tests
+
+test: $(STAMP) check-protos
+	$(BIN)/pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+up: $(STAMP)
+	$(BIN)/tubelens stack up
+
+down: $(STAMP)
+	$(BIN)/tubelens stack down
+
+status: $(STAMP)
+	$(BIN)/tubelens stack status
+
+demo: $(STAMP)
+	$(BIN)/tubelens demo
+
+clean:
+	rm -rf $(VENV) .tubelens .pytest_cache
