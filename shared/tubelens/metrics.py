@@ -1,0 +1,69 @@
+"""Prometheus metrics shared by every service, and the /metrics endpoint.
+
+Names follow `tubelens_<component>_<what>_<unit>`. The bus and gRPC metrics are defined once here and labelled by
+service, so that every service exports the same RED families and dashboards work across them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+# Latency buckets from 1 ms to 30 s: gRPC calls sit at the low end, message handlers that fetch images higher up.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+BUS_PUBLISHED = Counter(
+    "tubelens_bus_messages_published_total", "Messages published", ["service", "topic"]
+)
+BUS_PROCESSED = Counter(
+    "tubelens_bus_messages_processed_total", "Messages whose handler succeeded", ["service", "topic", "group"]
+)
+BUS_FAILED = Counter(
+    "tubelens_bus_handler_failures_total",
+    "Handler attempts that raised (each retry counts)",
+    ["service", "topic", "group", "error"],
+)
+BUS_DEAD_LETTERED = Counter(
+    "tubelens_bus_messages_dead_lettered_total",
+    "Messages sent to the dead-letter topic",
+    ["service", "topic", "group", "error"],
+)
+BUS_HANDLE_SECONDS = Histogram(
+    "tubelens_bus_handle_duration_seconds",
+    "Time to handle one message, retries included",
+    ["service", "topic", "group"],
+    buckets=LATENCY_BUCKETS,
+)
+BUS_LAG = Gauge(
+    "tubelens_bus_consumer_lag_messages",
+    "Messages behind the partition end, where the broker reports it",
+    ["service", "topic", "group", "partition"],
+)
+
+GRPC_REQUESTS = Counter(
+    "tubelens_grpc_requests_total", "gRPC requests by final status", ["service", "method", "code"]
+)
+GRPC_SECONDS = Histogram(
+    "tubelens_grpc_request_duration_seconds",
+    "gRPC request latency",
+    ["service", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+@dataclass
+class MetricsServer:
+    server: WSGIServer
+    port: int
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> MetricsServer:
+    """Expose /metrics on `port` (0 picks a free one) from a daemon thread."""
+    server, _thread = start_http_server(port, addr=host)
+    return MetricsServer(server=server, port=server.server_port)

@@ -1,0 +1,35 @@
+"""Real servers for the whole test session, on free loopback ports, stopped by PID at the end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tubelens.servers import S3_ACCESS_KEY, S3_SECRET_KEY, ServerProcess, start_broker, start_s3
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_broker(tmp_path_factory.mktemp("broker"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_s3(tmp_path_factory.mktemp("s3"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def s3_credentials() -> dict[str, str]:
+    return {"access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY}
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random suffix so that each test owns its topics, groups and buckets."""
+    return uuid.uuid4().hex[:10]
