@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[stack,dev]'
+	bash scripts/ensure-java.sh
 	@touch $(STAMP)
 
 # Generated code lives beside the shared library and is never edited by hand.

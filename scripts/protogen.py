@@ -1,7 +1,7 @@
 """Generate the Python stubs for protos/ into shared/ (or check that the committed ones are current).
 
-    python scripts/protogen.py shared           # regenerate
-    python scripts/protogen.py --check shared   # exit 1 when the committed stubs drift from the protos
+python scripts/protogen.py shared           # regenerate
+python scripts/protogen.py --check shared   # exit 1 when the committed stubs drift from the protos
 """
 
 from __future__ import annotations

@@ -14,9 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 # Latency buckets from 1 ms to 30 s: gRPC calls sit at the low end, message handlers that fetch images higher up.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-BUS_PUBLISHED = Counter(
-    "tubelens_bus_messages_published_total", "Messages published", ["service", "topic"]
-)
+BUS_PUBLISHED = Counter("tubelens_bus_messages_published_total", "Messages published", ["service", "topic"])
 BUS_PROCESSED = Counter(
     "tubelens_bus_messages_processed_total", "Messages whose handler succeeded", ["service", "topic", "group"]
 )
@@ -42,9 +40,7 @@ BUS_LAG = Gauge(
     ["service", "topic", "group", "partition"],
 )
 
-GRPC_REQUESTS = Counter(
-    "tubelens_grpc_requests_total", "gRPC requests by final status", ["service", "method", "code"]
-)
+GRPC_REQUESTS = Counter("tubelens_grpc_requests_total", "gRPC requests by final status", ["service", "method", "code"])
 GRPC_SECONDS = Histogram(
     "tubelens_grpc_request_duration_seconds",
     "gRPC request latency",

@@ -37,6 +37,8 @@ class KafkaSettings(BaseModel):
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     max_poll_records: int = Field(default=500, ge=1)
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    connect_timeout_ms: int = Field(default=15_000, ge=100, description="give up on an unreachable broker")
+    delivery_timeout_ms: int = Field(default=60_000, ge=1_000)
 
 
 class ConsumerSettings(BaseModel):

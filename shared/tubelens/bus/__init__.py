@@ -1,0 +1,39 @@
+"""The event bus: key-ordered publishing, consumer groups, at-least-once delivery with a dead-letter queue.
+
+Two backends behind one interface — Kafka for the stack and the cluster, in-process for the embedded mode — and
+one worker loop that gives both the same delivery semantics.
+"""
+
+from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, dlq_topic
+from tubelens.bus.worker import Handler, RetryPolicy, Worker
+from tubelens.settings import BusKind, TubelensSettings
+
+
+def open_bus(settings: TubelensSettings) -> Bus:
+    if settings.bus is BusKind.MEMORY:
+        from tubelens.bus.memory import MemoryBus
+
+        return MemoryBus(partitions=settings.kafka.partitions if settings.kafka else 4)
+    from tubelens.bus.kafka import KafkaBus
+
+    settings.require_backends()
+    return KafkaBus(settings.kafka)
+
+
+def retry_policy(settings: TubelensSettings) -> RetryPolicy:
+    c = settings.consumer
+    return RetryPolicy(c.max_attempts, c.backoff_initial_s, c.backoff_max_s)
+
+
+__all__ = [
+    "Bus",
+    "ConsumerClient",
+    "Handler",
+    "Message",
+    "Producer",
+    "RetryPolicy",
+    "Worker",
+    "dlq_topic",
+    "open_bus",
+    "retry_policy",
+]

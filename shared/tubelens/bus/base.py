@@ -1,0 +1,85 @@
+"""The bus interfaces. Backends implement transport only; delivery semantics live once, in `worker.py`."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+TopicPartition = tuple[str, int]
+
+
+def dlq_topic(topic: str) -> str:
+    """Every topic has a dead-letter twin that keeps the original bytes plus the reason."""
+    return f"{topic}.dlq"
+
+
+def as_key(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Producer(abc.ABC):
+    """Key-ordered publishing: messages with the same key land on one partition, in publish order."""
+
+    @abc.abstractmethod
+    def publish(
+        self, topic: str, value: bytes, *, key: str | bytes | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Queue one message. Delivery is confirmed by `flush`, which raises if any queued message failed."""
+
+    @abc.abstractmethod
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until everything queued is durable on the broker; raise Unavailable if anything was not."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class ConsumerClient(abc.ABC):
+    """One member of a consumer group. Offsets are committed explicitly, never automatically."""
+
+    @abc.abstractmethod
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        """The next messages of the partitions this member owns, in offset order per partition."""
+
+    @abc.abstractmethod
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Record `offsets` (the next offset to read, per partition) for the group."""
+
+    @abc.abstractmethod
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member owns right now."""
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages behind the end of each owned partition, where the backend knows it."""
+        return {}
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Leave the group; owned partitions go to the other members."""
+
+
+class Bus(abc.ABC):
+    @abc.abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def consumer(self, topics: list[str], group: str) -> ConsumerClient: ...
+
+    @abc.abstractmethod
+    def ensure_topics(self, topics: list[str]) -> None:
+        """Create the topics that do not exist yet (idempotent)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release shared resources such as admin connections."""
