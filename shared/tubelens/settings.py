@@ -35,13 +35,13 @@ class KafkaSettings(BaseModel):
     client_id: str = "tubelens"
     partitions: int = Field(default=6, ge=1, description="partitions for topics this process creates")
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
-    max_poll_records: int = Field(default=500, ge=1)
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
     connect_timeout_ms: int = Field(default=15_000, ge=100, description="give up on an unreachable broker")
     delivery_timeout_ms: int = Field(default=60_000, ge=1_000)
 
 
 class ConsumerSettings(BaseModel):
+    batch_size: int = Field(default=100, ge=1, description="messages handled between two commits")
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before a message is dead-lettered")
     backoff_initial_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)

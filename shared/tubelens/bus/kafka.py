@@ -97,7 +97,6 @@ class KafkaBusConsumer(ConsumerClient):
                 auto_offset_reset="earliest",
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 100),
-                max_poll_records=settings.max_poll_records,
             ),
         )
 

@@ -1,0 +1,128 @@
+"""The `tubelens` command.
+
+Each command group is one `add_*_commands(commands)` function listed in COMMAND_GROUPS; it adds its parsers
+and sets `run`, the function that carries the command out and returns the exit status. Expected failures
+(TubelensError) print one line, `tubelens: <message>`, and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tubelens import stack
+from tubelens.errors import TubelensError
+from tubelens.servers import LOOPBACK
+from tubelens.settings import DEFAULT_ENV_FILE
+
+Commands = argparse._SubParsersAction  # argparse exposes no public name for what add_subparsers returns
+
+
+def add_stack_commands(commands: Commands) -> None:
+    group = commands.add_parser(
+        "stack", help="the local stack: Kafka-protocol broker, S3-compatible server, TorchServe",
+        description="Run the local stack on loopback ports, detached from this shell.",
+    )
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    state_dir = argparse.ArgumentParser(add_help=False)
+    state_dir.add_argument(
+        "--dir", type=Path, default=DEFAULT_ENV_FILE.parent,
+        help="where the stack keeps its state, logs and env file (default: %(default)s)",
+    )
+
+    up = actions.add_parser("up", parents=[state_dir], help="start the stack and write its env file")
+    up.add_argument(
+        "--torchserve", action=argparse.BooleanOptionalAction, default=None,
+        help="include TorchServe (default: when TorchServe and Java are installed)",
+    )
+    up.set_defaults(run=_stack_up)
+    down = actions.add_parser("down", parents=[state_dir], help="stop the stack and remove its env file")
+    down.set_defaults(run=_stack_down)
+    status = actions.add_parser(
+        "status", parents=[state_dir], help="show each server; exits 1 unless all are alive and answering"
+    )
+    status.set_defaults(run=_stack_status)
+
+
+COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (add_stack_commands,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tubelens", description="tubelens command line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_commands in COMMAND_GROUPS:
+        add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except TubelensError as exc:
+        print(f"tubelens: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _console() -> Console:
+    # Paths and addresses print verbatim (no markup, no highlighting), and the hints a reader copies into a
+    # shell are never broken across lines.
+    return Console(markup=False, highlight=False, soft_wrap=True)
+
+
+def _stack_up(args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    state = stack.up(args.dir, torchserve=args.torchserve)
+    console = _console()
+    console.print(f"stack up in {time.monotonic() - began:.1f}s, state in {state.state_dir}")
+    table = Table("server", "pid", "addresses")
+    for record in state.servers:
+        table.add_row(record.name, str(record.pid), _addresses(record.ports))
+    console.print(table)
+    console.print(f"logs: {state.state_dir}/<server>/<server>.log")
+    console.print(f"env file: {state.env_file}")
+    shown = args.dir / stack.ENV_FILE
+    console.print(f"load it into your shell:  set -a; . {shown}; set +a    (or: export $(cat {shown}))")
+    if state.env_file != DEFAULT_ENV_FILE.resolve():
+        console.print(f"or point services at it:  export TUBELENS_ENV_FILE={state.env_file}")
+    console.print(f"stop it with:  tubelens stack down --dir {args.dir}")
+    return 0
+
+
+def _stack_down(args: argparse.Namespace) -> int:
+    stopped = stack.down(args.dir)
+    message = f"stopped {', '.join(stopped)}" if stopped else f"nothing was running in {args.dir}"
+    _console().print(message)
+    return 0
+
+
+def _stack_status(args: argparse.Namespace) -> int:
+    servers = stack.status(args.dir)
+    console = _console()
+    if not servers:
+        console.print(f"no stack recorded in {args.dir}")
+        return 1
+    table = Table("server", "pid", "addresses", "alive", "answering")
+    for server in servers:
+        table.add_row(server.name, str(server.pid), _addresses(server.ports), _yes_no(server.alive),
+                      _yes_no(server.answering))
+    console.print(table)
+    return 0 if all(server.alive and server.answering for server in servers) else 1
+
+
+def _addresses(ports: dict[str, int]) -> str:
+    return "\n".join(f"{name} {LOOPBACK}:{port}" for name, port in ports.items())
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

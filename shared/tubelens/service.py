@@ -1,0 +1,91 @@
+"""Run an event-driven service: settings, JSON logs, /metrics, the bus worker, graceful stop on SIGTERM.
+
+Every consuming service's `run` command is this function plus its own handler factory, so start-up, shutdown and
+observability behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tubelens.bus import Bus, Handler, Producer, Worker, open_bus, retry_policy
+from tubelens.logs import configure_logging
+from tubelens.metrics import MetricsServer, serve_metrics
+from tubelens.settings import TubelensSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a handler factory gets to build its handler from."""
+
+    settings: TubelensSettings
+    bus: Bus
+    producer: Producer
+    objects: Any | None  # tubelens.objects.ObjectStore when the service asked for it
+
+
+def run_worker_service(
+    settings: TubelensSettings,
+    *,
+    topics: list[str],
+    group: str,
+    build_handler: Callable[[Runtime], Handler],
+    needs_objects: bool = False,
+) -> int:
+    configure_logging(settings.service, settings.log_level)
+    metrics_server = serve_metrics(settings.metrics_port)
+    log.info("metrics listening", extra={"port": metrics_server.port})
+    bus = open_bus(settings)
+    producer = bus.producer()
+    runtime = Runtime(settings, bus, producer, _open_objects(settings) if needs_objects else None)
+    worker = Worker(
+        bus,
+        topics,
+        group,
+        build_handler(runtime),
+        service=settings.service,
+        producer=producer,
+        retry=retry_policy(settings),
+        max_batch=settings.consumer.batch_size,
+    )
+    stop_on_signals(worker.stop)
+    try:
+        worker.run()
+    finally:
+        producer.close()
+        bus.close()
+        _stop_metrics(metrics_server)
+    return 0
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM (Kubernetes) and SIGINT (a terminal) both mean: finish the message in hand, commit, leave."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("signal handlers can only be installed from the main thread")
+
+    def handle(signum: int, _frame: object) -> None:
+        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _open_objects(settings: TubelensSettings):
+    from tubelens.objects import open_store
+
+    return open_store(settings)
+
+
+def _stop_metrics(server: MetricsServer) -> None:
+    try:
+        server.stop()
+    except OSError:
+        log.warning("metrics server did not stop cleanly", exc_info=True)

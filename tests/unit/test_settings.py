@@ -1,0 +1,78 @@
+"""Settings come from the environment (and the stack's env file) and fail fast with one line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tubelens.errors import ConfigError
+from tubelens.settings import BusKind, ObjectsKind, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TUBELENS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TUBELENS_ENV_FILE", str(tmp_path / "absent.env"))
+
+
+def test_kafka_and_s3_settings_are_read_from_nested_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUBELENS_KAFKA__BOOTSTRAP", "127.0.0.1:19092")
+    monkeypatch.setenv("TUBELENS_KAFKA__PARTITIONS", "3")
+    monkeypatch.setenv("TUBELENS_S3__ENDPOINT", "127.0.0.1:19000")
+    monkeypatch.setenv("TUBELENS_S3__ACCESS_KEY", "key")
+    monkeypatch.setenv("TUBELENS_S3__SECRET_KEY", "very-secret")
+    settings = load_settings()
+    assert settings.bus is BusKind.KAFKA and settings.objects is ObjectsKind.S3
+    assert settings.kafka.bootstrap == "127.0.0.1:19092" and settings.kafka.partitions == 3
+    assert settings.s3.secret_key.get_secret_value() == "very-secret"
+    assert "very-secret" not in repr(settings), "secrets never show in logs or reprs"
+
+
+def test_each_missing_value_gets_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUBELENS_S3__ENDPOINT", "127.0.0.1:19000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.message.splitlines() == [
+        "TUBELENS_S3__ACCESS_KEY: required but not set",
+        "TUBELENS_S3__SECRET_KEY: required but not set",
+    ]
+
+
+def test_the_chosen_backends_must_be_configured() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    lines = caught.value.message.splitlines()
+    assert lines[0] == "TUBELENS_KAFKA__BOOTSTRAP: required when TUBELENS_BUS=kafka"
+    assert lines[1].endswith("required when TUBELENS_OBJECTS=s3")
+
+
+def test_an_invalid_value_names_the_variable_and_what_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUBELENS_BUS", "rabbit")
+    monkeypatch.setenv("TUBELENS_METRICS_PORT", "99999")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    lines = caught.value.message.splitlines()
+    assert any(line.startswith("TUBELENS_BUS:") and "'rabbit'" in line for line in lines)
+    assert any(line.startswith("TUBELENS_METRICS_PORT:") and "'99999'" in line for line in lines)
+
+
+def test_the_embedded_mode_needs_no_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUBELENS_BUS", "memory")
+    monkeypatch.setenv("TUBELENS_OBJECTS", "local")
+    settings = load_settings()
+    assert settings.kafka is None and settings.s3 is None
+
+
+def test_the_stack_env_file_is_read_and_real_variables_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("TUBELENS_KAFKA__BOOTSTRAP=127.0.0.1:1111\nTUBELENS_OBJECTS=local\nTUBELENS_LOG_LEVEL=DEBUG\n")
+    monkeypatch.setenv("TUBELENS_ENV_FILE", str(env_file))
+    monkeypatch.setenv("TUBELENS_LOG_LEVEL", "WARNING")
+    settings = load_settings()
+    assert settings.kafka.bootstrap == "127.0.0.1:1111"
+    assert settings.log_level == "WARNING"
