@@ -8,6 +8,7 @@ and sets `run`, the function that carries the command out and returns the exit s
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tubelens import stack
-from tubelens.errors import TubelensError
+from tubelens.errors import ConfigError, InvalidInput, TubelensError
 from tubelens.servers import LOOPBACK
 from tubelens.settings import DEFAULT_ENV_FILE
 
@@ -26,19 +27,24 @@ Commands = argparse._SubParsersAction  # argparse exposes no public name for wha
 
 def add_stack_commands(commands: Commands) -> None:
     group = commands.add_parser(
-        "stack", help="the local stack: Kafka-protocol broker, S3-compatible server, TorchServe",
+        "stack",
+        help="the local stack: Kafka-protocol broker, S3-compatible server, TorchServe",
         description="Run the local stack on loopback ports, detached from this shell.",
     )
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     state_dir = argparse.ArgumentParser(add_help=False)
     state_dir.add_argument(
-        "--dir", type=Path, default=DEFAULT_ENV_FILE.parent,
+        "--dir",
+        type=Path,
+        default=DEFAULT_ENV_FILE.parent,
         help="where the stack keeps its state, logs and env file (default: %(default)s)",
     )
 
     up = actions.add_parser("up", parents=[state_dir], help="start the stack and write its env file")
     up.add_argument(
-        "--torchserve", action=argparse.BooleanOptionalAction, default=None,
+        "--torchserve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="include TorchServe (default: when TorchServe and Java are installed)",
     )
     up.set_defaults(run=_stack_up)
@@ -50,7 +56,28 @@ def add_stack_commands(commands: Commands) -> None:
     status.set_defaults(run=_stack_status)
 
 
-COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (add_stack_commands,)
+def add_demo_command(commands: Commands) -> None:
+    demo = commands.add_parser("demo", help="the whole pipeline in one process, no servers")
+    demo.add_argument("--videos", type=int, default=200, help="how many videos flow through (default: %(default)s)")
+    demo.add_argument(
+        "--workdir", type=Path, default=Path(".tubelens") / "demo", help="where objects go (default: %(default)s)"
+    )
+    demo.set_defaults(run=_demo)
+
+
+# Each service's package provides `tubelens.<service>.main.run(args) -> int` once it is built.
+SERVICES = ("crawler", "preprocessor", "embedding", "trainer", "predictor")
+
+
+def add_service_commands(commands: Commands) -> None:
+    for name in SERVICES:
+        service = commands.add_parser(name, help=f"the {name} service")
+        actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
+        run = actions.add_parser("run", help=f"run the {name} from TUBELENS_* settings")
+        run.set_defaults(run=_run_service, service=name)
+
+
+COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (add_stack_commands, add_demo_command, add_service_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +101,29 @@ def _console() -> Console:
     # Paths and addresses print verbatim (no markup, no highlighting), and the hints a reader copies into a
     # shell are never broken across lines.
     return Console(markup=False, highlight=False, soft_wrap=True)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tubelens.demo import report, run_demo
+
+    if args.videos < 1:
+        raise InvalidInput("--videos must be at least 1")
+    console = _console()
+    result = run_demo(args.workdir, args.videos, console)
+    report(result, args.workdir, console)
+    return 0
+
+
+def _run_service(args: argparse.Namespace) -> int:
+    try:
+        module = importlib.import_module(f"tubelens.{args.service}.main")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"tubelens.{args.service}", f"tubelens.{args.service}.main"):
+            raise
+        raise ConfigError(
+            f"the {args.service} service is not built yet; services/{args.service}/README.md says what it will do"
+        ) from None
+    return module.run(args)
 
 
 def _stack_up(args: argparse.Namespace) -> int:
@@ -110,8 +160,9 @@ def _stack_status(args: argparse.Namespace) -> int:
         return 1
     table = Table("server", "pid", "addresses", "alive", "answering")
     for server in servers:
-        table.add_row(server.name, str(server.pid), _addresses(server.ports), _yes_no(server.alive),
-                      _yes_no(server.answering))
+        table.add_row(
+            server.name, str(server.pid), _addresses(server.ports), _yes_no(server.alive), _yes_no(server.answering)
+        )
     console.print(table)
     return 0 if all(server.alive and server.answering for server in servers) else 1
 

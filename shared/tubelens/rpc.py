@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, NotReady, TooLarge, Unavailable
+from tubelens.lifecycle import STOP_SIGNALS, on_stop_signals
 from tubelens.logs import log_context
 from tubelens.metrics import GRPC_REQUESTS, GRPC_SECONDS
 from tubelens.v1 import common_pb2
@@ -195,17 +196,11 @@ class TubelensInterceptor(grpc.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, method), **serializers
-            )
+            return grpc.stream_stream_rpc_method_handler(self._streaming(handler.stream_stream, method), **serializers)
         if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method), **serializers
-            )
+            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary, method), **serializers)
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method), **serializers
-            )
+            return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream, method), **serializers)
         return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, method), **serializers)
 
     def _unary(self, behavior: Callable, method: str) -> Callable:
@@ -303,29 +298,20 @@ def serve(
     for registration in register:
         _register(server, registration)
     health_servicer = _add_health(server, service_names, serving)
-    reflection.enable_server_reflection(
-        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     bound = _bind(server, f"{host}:{port}")
     server.start()
     log.info("grpc server listening", extra={"host": host, "port": bound, "services": list(service_names)})
     return RpcServer(server=server, port=bound, health=health_servicer, service_names=tuple(service_names))
 
 
-def stop_on_signals(
-    server: RpcServer, grace: float, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
-) -> None:
-    """Stop `server` gracefully on SIGTERM (Kubernetes) and SIGINT (Ctrl-C). Python allows this from the main
-    thread only; elsewhere it raises ValueError."""
-
-    def handle(signum: int, _frame: object) -> None:
-        log.info("stopping on %s", signal.Signals(signum).name)
-        # stop() blocks for up to `grace`: run it aside so the handler returns at once and the main thread's
-        # wait() ends as soon as the server has stopped.
-        threading.Thread(target=server.stop, args=(grace,), name="grpc-stop", daemon=True).start()
-
-    for sig in signals:
-        signal.signal(sig, handle)
+def stop_on_signals(server: RpcServer, grace: float, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> None:
+    """Stop `server` gracefully on SIGTERM and SIGINT (main thread only)."""
+    # stop() blocks for up to `grace`: run it aside so the handler returns at once and the main thread's
+    # wait() ends as soon as the server has stopped.
+    on_stop_signals(
+        lambda: threading.Thread(target=server.stop, args=(grace,), name="grpc-stop", daemon=True).start(), signals
+    )
 
 
 def _register(server: grpc.Server, registration: Registration) -> None:

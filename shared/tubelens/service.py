@@ -7,13 +7,12 @@ observability behave the same everywhere.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tubelens.bus import Bus, Handler, Producer, Worker, open_bus, retry_policy
+from tubelens.lifecycle import on_stop_signals
 from tubelens.logs import configure_logging
 from tubelens.metrics import MetricsServer, serve_metrics
 from tubelens.settings import TubelensSettings
@@ -55,7 +54,7 @@ def run_worker_service(
         retry=retry_policy(settings),
         max_batch=settings.consumer.batch_size,
     )
-    stop_on_signals(worker.stop)
+    on_stop_signals(worker.stop)
     try:
         worker.run()
     finally:
@@ -63,19 +62,6 @@ def run_worker_service(
         bus.close()
         _stop_metrics(metrics_server)
     return 0
-
-
-def stop_on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM (Kubernetes) and SIGINT (a terminal) both mean: finish the message in hand, commit, leave."""
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("signal handlers can only be installed from the main thread")
-
-    def handle(signum: int, _frame: object) -> None:
-        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
 
 
 def _open_objects(settings: TubelensSettings):

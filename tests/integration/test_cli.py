@@ -1,0 +1,50 @@
+"""The `tubelens` command as a user runs it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tubelens.objects.local import LocalObjectStore
+
+
+def tubelens(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tubelens.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def row(table: str, label: str) -> int:
+    match = re.search(rf"{re.escape(label)}\s*│\s*(\d+)", table)
+    assert match, f"no row {label!r} in:\n{table}"
+    return int(match.group(1))
+
+
+def test_demo_runs_the_embedded_spine_and_reports_what_flowed(tmp_path: Path) -> None:
+    done = tubelens("demo", "--videos", "40", "--workdir", str(tmp_path / "demo"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert row(out, "events published (one malformed)") == 41
+    assert row(out, "thumbnails stored (content-addressed)") == 40
+    assert row(out, "redelivered puts that changed nothing") == 40
+    assert row(out, "dead-lettered") == 1
+    assert "DLQ videos.discovered.dlq: InvalidInput: not a tubelens.v1.Envelope" in out
+    store = LocalObjectStore(tmp_path / "demo" / "objects", "tubelens")
+    assert len(list(store.list("thumbnails/"))) == 40
+    assert '"msg": "dead-lettered"' in (tmp_path / "demo" / "demo.log").read_text()
+
+
+def test_a_service_that_is_not_built_yet_says_so_in_one_line(tmp_path: Path) -> None:
+    done = tubelens("trainer", "run", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "tubelens: the trainer service is not built yet; services/trainer/README.md says what it will do"
+    )
+
+
+def test_a_bad_argument_is_a_clear_error(tmp_path: Path) -> None:
+    done = tubelens("demo", "--videos", "0", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "tubelens: --videos must be at least 1"
