@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,26 +68,29 @@ def recorded(out: Path) -> list[str]:
     return out.read_text().splitlines() if out.exists() else []
 
 
+@contextmanager
+def recorder(broker: ServerProcess, topic: str, tmp_path: Path, *, delay_ms: int, stop_with: signal.Signals):
+    """A recorder process that is stopped with `stop_with` when the block ends, however it ends."""
+    proc = start_recorder(broker, topic, tmp_path / "seen.txt", tmp_path / "recorder.log", delay_ms)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(stop_with)
+        proc.wait(timeout=30)
+
+
 def test_a_consumer_killed_with_sigkill_mid_stream_and_restarted_loses_nothing(
     broker: ServerProcess, topic: str, tmp_path: Path
 ) -> None:
     expected = publish(broker, topic, 1000)
-    out, log = tmp_path / "seen.txt", tmp_path / "recorder.log"
-    first = start_recorder(broker, topic, out, log, delay_ms=5)
-    try:
+    out = tmp_path / "seen.txt"
+    with recorder(broker, topic, tmp_path, delay_ms=5, stop_with=signal.SIGKILL):
         wait_until(lambda: len(recorded(out)) >= 200, timeout=60, what="200 events handled before the kill")
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    handled_before_kill = len(recorded(out))
-    assert handled_before_kill < 1000, "the kill should land mid-stream"
+    assert len(recorded(out)) < 1000, "the kill should land mid-stream"
 
-    second = start_recorder(broker, topic, out, log, delay_ms=0)
-    try:
+    with recorder(broker, topic, tmp_path, delay_ms=0, stop_with=signal.SIGTERM) as second:
         wait_until(lambda: set(recorded(out)) >= expected, timeout=90, what="every event handled after restart")
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=30) == 0, log.read_text()[-2000:]
+    assert second.returncode == 0, (tmp_path / "recorder.log").read_text()[-2000:]
 
     seen = recorded(out)
     assert set(seen) == expected
@@ -100,21 +104,15 @@ def test_sigterm_finishes_the_message_in_hand_commits_and_exits_cleanly(
 ) -> None:
     expected = publish(broker, topic, 500)
     out, log = tmp_path / "seen.txt", tmp_path / "recorder.log"
-    first = start_recorder(broker, topic, out, log, delay_ms=10)
-    try:
+    with recorder(broker, topic, tmp_path, delay_ms=10, stop_with=signal.SIGTERM) as first:
         wait_until(lambda: len(recorded(out)) >= 100, timeout=60, what="100 events handled")
-    finally:
-        first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=30) == 0, log.read_text()[-2000:]
+    assert first.returncode == 0, log.read_text()[-2000:]
     assert '"msg": "stop requested"' in log.read_text()
     assert len(recorded(out)) < 500
 
-    second = start_recorder(broker, topic, out, log, delay_ms=0)
-    try:
+    with recorder(broker, topic, tmp_path, delay_ms=0, stop_with=signal.SIGTERM) as second:
         wait_until(lambda: set(recorded(out)) >= expected, timeout=90, what="the rest handled by the next process")
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=30) == 0
+    assert second.returncode == 0
 
     counts = Counter(recorded(out))
     assert set(counts) == expected

@@ -26,37 +26,25 @@ def test_every_payload_type_has_a_topic() -> None:
     assert payloads - set(events.TOPIC_OF_PAYLOAD) == {"dead_letter"}, "dead letters go to <topic>.dlq instead"
 
 
+def envelope_bytes(**fields) -> bytes:
+    """A serialized envelope around a valid VideoDiscovered, with `fields` overriding the valid defaults."""
+    valid = {
+        "event_id": "x",
+        "schema_version": 1,
+        "event_type": "tubelens.v1.VideoDiscovered",
+        "video_discovered": events_pb2.VideoDiscovered(video_id="v"),
+    }
+    return events_pb2.Envelope(**{k: v for k, v in {**valid, **fields}.items() if v is not None}).SerializeToString()
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"\xff\xff\xff", "not a tubelens.v1.Envelope"),
-        (events_pb2.Envelope(event_id="x", schema_version=1).SerializeToString(), "no payload"),
-        (
-            events_pb2.Envelope(
-                event_id="x",
-                schema_version=1,
-                event_type="tubelens.v1.ModelTrained",
-                video_discovered=events_pb2.VideoDiscovered(video_id="v"),
-            ).SerializeToString(),
-            "does not match payload tubelens.v1.VideoDiscovered",
-        ),
-        (
-            events_pb2.Envelope(
-                event_id="x",
-                schema_version=99,
-                event_type="tubelens.v1.VideoDiscovered",
-                video_discovered=events_pb2.VideoDiscovered(video_id="v"),
-            ).SerializeToString(),
-            "unsupported schema_version 99",
-        ),
-        (
-            events_pb2.Envelope(
-                schema_version=1,
-                event_type="tubelens.v1.VideoDiscovered",
-                video_discovered=events_pb2.VideoDiscovered(video_id="v"),
-            ).SerializeToString(),
-            "no event_id",
-        ),
+        (envelope_bytes(video_discovered=None, event_type=None), "no payload"),
+        (envelope_bytes(event_type="tubelens.v1.ModelTrained"), "does not match payload tubelens.v1.VideoDiscovered"),
+        (envelope_bytes(schema_version=99), "unsupported schema_version 99"),
+        (envelope_bytes(event_id=None), "no event_id"),
     ],
 )
 def test_malformed_envelopes_are_invalid_input_with_the_reason(data: bytes, reason: str) -> None:
