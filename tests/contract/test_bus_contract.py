@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.buskit import FAST_RETRY, Recorder, discovered, publish_discovered, running, wait_until
 from tubelens import events
@@ -96,6 +97,11 @@ def test_a_malformed_payload_goes_to_the_dlq_with_its_reason_and_later_events_st
     assert "not a tubelens.v1.Envelope" in letter.reason
     assert letter.attempts == 1, "a message that can never succeed is not retried"
     assert letter.consumer_group == f"g-{unique}"
+    labels = {"service": "test", "topic": topic, "group": f"g-{unique}"}
+    assert REGISTRY.get_sample_value("tubelens_bus_messages_processed_total", labels) == 2
+    assert (
+        REGISTRY.get_sample_value("tubelens_bus_messages_dead_lettered_total", {**labels, "error": "InvalidInput"}) == 1
+    )
 
 
 def test_a_transient_failure_is_retried_with_backoff_and_then_handled_once(bus: Bus, unique: str) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.buskit import discovered, wait_until
 from tubelens import events
@@ -64,6 +67,19 @@ def start_recorder(broker: ServerProcess, topic: str, out: Path, log: Path, dela
         )
 
 
+def scrape_processed(log: Path, topic: str) -> float:
+    """tubelens_bus_messages_processed_total for `topic`, read from the /metrics port the service logged."""
+    [port] = [json.loads(line)["port"] for line in log.read_text().splitlines() if '"metrics listening"' in line]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "tubelens_bus_messages_processed_total" and sample.labels["topic"] == topic
+    )
+
+
 def recorded(out: Path) -> list[str]:
     return out.read_text().splitlines() if out.exists() else []
 
@@ -106,6 +122,8 @@ def test_sigterm_finishes_the_message_in_hand_commits_and_exits_cleanly(
     out, log = tmp_path / "seen.txt", tmp_path / "recorder.log"
     with recorder(broker, topic, tmp_path, delay_ms=10, stop_with=signal.SIGTERM) as first:
         wait_until(lambda: len(recorded(out)) >= 100, timeout=60, what="100 events handled")
+        processed = scrape_processed(log, topic)
+        assert processed >= 100 - BATCH, "the service's /metrics counts what it handled"
     assert first.returncode == 0, log.read_text()[-2000:]
     assert '"msg": "stop requested"' in log.read_text()
     assert len(recorded(out)) < 500
