@@ -13,7 +13,7 @@ def open_bus(settings: TubelensSettings) -> Bus:
     if settings.bus is BusKind.MEMORY:
         from tubelens.bus.memory import MemoryBus
 
-        return MemoryBus(partitions=settings.kafka.partitions if settings.kafka else 4)
+        return MemoryBus()
     from tubelens.bus.kafka import KafkaBus
 
     settings.require_backends()
