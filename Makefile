@@ -3,16 +3,18 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Each service room that has been built is its own distribution in the `tubelens` namespace.
+ROOMS  := $(dir $(wildcard services/*/pyproject.toml))
 PROTO_OUT := shared
 
 .PHONY: install protos check-protos lint test bench up down status demo clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(wildcard services/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[stack,dev]'
+	$(BIN)/pip install --quiet -e '.[stack,dev]' $(addprefix -e ,$(ROOMS))
 	bash scripts/ensure-java.sh
 	@touch $(STAMP)
 

@@ -75,6 +75,8 @@ def add_service_commands(commands: Commands) -> None:
         actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
         run = actions.add_parser("run", help=f"run the {name} from TUBELENS_* settings")
         run.set_defaults(run=_run_service, service=name)
+        if name == "crawler":
+            run.add_argument("--once", action="store_true", help="one crawl cycle (a backfill), then exit")
 
 
 COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (add_stack_commands, add_demo_command, add_service_commands)

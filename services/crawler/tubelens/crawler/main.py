@@ -1,0 +1,59 @@
+"""`tubelens crawler run [--once]`: crawl continuously, or one cycle (a backfill) and exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+
+from tubelens.bus import open_bus
+from tubelens.crawler.crawler import Crawler
+from tubelens.crawler.quota import QuotaBudget
+from tubelens.crawler.settings import CrawlerServiceSettings
+from tubelens.crawler.state import CrawlerState
+from tubelens.crawler.youtube import YouTubeClient
+from tubelens.lifecycle import on_stop_signals
+from tubelens.logs import configure_logging
+from tubelens.metrics import serve_metrics
+from tubelens.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def build_crawler(settings: CrawlerServiceSettings, producer, clock=time.time) -> tuple[Crawler, CrawlerState]:
+    c = settings.crawler
+    state = CrawlerState(c.state_path)
+    client = YouTubeClient(
+        api_base=c.api_base,
+        rss_base=c.rss_base,
+        api_key=c.api_key.get_secret_value(),
+        quota=QuotaBudget(state, c.quota_per_day, c.quota_reserve, clock),
+        timeout_s=c.timeout_s,
+        max_attempts=c.max_attempts,
+        backoff_initial_s=c.backoff_initial_s,
+        backoff_max_s=c.backoff_max_s,
+    )
+    return Crawler(c, client, state, producer, clock), state
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(CrawlerServiceSettings)
+    configure_logging(settings.service, settings.log_level)
+    metrics = serve_metrics(settings.metrics_port)
+    bus = open_bus(settings)
+    producer = bus.producer()
+    crawler, state = build_crawler(settings, producer)
+    stop = threading.Event()
+    on_stop_signals(stop.set)
+    try:
+        if getattr(args, "once", False):
+            report = crawler.run_once()
+            return 1 if report.errors else 0
+        crawler.run_forever(stop)
+        return 0
+    finally:
+        producer.close()
+        bus.close()
+        state.close()
+        metrics.stop()
