@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +24,9 @@ from tubelens import stack
 from tubelens.errors import ConfigError, InvalidInput, TubelensError
 from tubelens.servers import LOOPBACK
 from tubelens.settings import DEFAULT_ENV_FILE
+
+if TYPE_CHECKING:
+    from tubelens.fakeyoutube import FakeYouTube
 
 Commands = argparse._SubParsersAction  # argparse exposes no public name for what add_subparsers returns
 
@@ -79,7 +85,28 @@ def add_service_commands(commands: Commands) -> None:
             run.add_argument("--once", action="store_true", help="one crawl cycle (a backfill), then exit")
 
 
-COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (add_stack_commands, add_demo_command, add_service_commands)
+def add_fake_youtube_command(commands: Commands) -> None:
+    fake = commands.add_parser(
+        "fake-youtube",
+        help="a local YouTube stand-in: Data API v3, channel feeds, thumbnails and media of a generated catalogue",
+        description="Serve a seeded catalogue on loopback in YouTube's formats until Ctrl-C or SIGTERM.",
+    )
+    fake.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default)")
+    fake.add_argument("--seed", type=int, default=7, help="catalogue seed (default: %(default)s)")
+    fake.add_argument("--channels", type=int, default=8, help="(default: %(default)s)")
+    fake.add_argument("--videos-per-channel", type=int, default=25, help="(default: %(default)s)")
+    fake.add_argument(
+        "--quota", type=int, default=10_000, help="API units per key per Pacific day (default: %(default)s)"
+    )
+    fake.set_defaults(run=_fake_youtube)
+
+
+COMMAND_GROUPS: tuple[Callable[[Commands], None], ...] = (
+    add_stack_commands,
+    add_demo_command,
+    add_service_commands,
+    add_fake_youtube_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +141,44 @@ def _demo(args: argparse.Namespace) -> int:
     result = run_demo(args.workdir, args.videos, console)
     report(result, args.workdir, console)
     return 0
+
+
+def _fake_youtube(args: argparse.Namespace) -> int:
+    from tubelens.fakeyoutube import Catalogue, FakeYouTube
+    from tubelens.lifecycle import on_stop_signals
+
+    if args.channels < 1 or args.videos_per_channel < 1:
+        raise InvalidInput("--channels and --videos-per-channel must be at least 1")
+    catalogue = Catalogue.generate(
+        args.seed, args.channels, args.videos_per_channel, now=datetime.now(UTC).replace(microsecond=0)
+    )
+    stopped = threading.Event()
+    on_stop_signals(stopped.set)
+    with FakeYouTube(catalogue, port=args.port, quota_per_day=args.quota) as youtube:
+        _describe_fake_youtube(youtube, _console())
+        stopped.wait()
+    return 0
+
+
+def _describe_fake_youtube(youtube: FakeYouTube, console: Console) -> None:
+    from tubelens.fakeyoutube.catalogue import PROFILES
+
+    catalogue = youtube.catalogue
+    console.print(
+        f"fake YouTube at {youtube.base_url} (seed {catalogue.seed}, clock starts {catalogue.now:%Y-%m-%d %H:%M:%SZ})"
+    )
+    table = Table("title", "category", "subscribers")
+    table.add_column("channel id", no_wrap=True, min_width=24)  # copied into commands: never cut
+    for channel in catalogue.channels:
+        category = f"{channel.category_id} {PROFILES[channel.category_id].title}"
+        table.add_row(channel.title, category, f"{channel.subscribers:,}", channel.id)
+    console.print(table)
+    video = catalogue.visible(catalogue.now)[0]
+    console.print(f"API base: {youtube.api_base}   (any key= works; quota {youtube.quota_per_day} units a day)")
+    console.print(f"try:  curl '{youtube.api_base}/videos?part=snippet,statistics&id={video.id}&key=demo'")
+    console.print(f"feed: curl '{youtube.feed_url}?channel_id={catalogue.channels[0].id}'")
+    console.print(f"media URL template: {youtube.media_url_template}   controls: {youtube.base_url}/_fake/stats")
+    console.print("Ctrl-C stops it")
 
 
 def _run_service(args: argparse.Namespace) -> int:
