@@ -1,0 +1,1 @@
+"""The preprocessor: videos.discovered in; validated, normalized thumbnails, frames and audio features out."""
