@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from tubelens.errors import ConfigError
 
@@ -109,14 +109,35 @@ def load_settings(cls: type[S] = TubelensSettings, **overrides: object) -> S:  #
     try:
         settings = cls(_env_file=env_file(), **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(err) for err in exc.errors())) from None
+        raise ConfigError("\n".join(line for err in exc.errors() for line in _describe(cls, err))) from None
+    except SettingsError as exc:  # a value the environment source could not even parse
+        raise ConfigError(f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)) from None
     settings.require_backends()
     return settings
 
 
-def _describe(err: dict) -> str:
+def _describe(cls: type[BaseModel], err: dict) -> list[str]:
     path = [str(p) for p in err["loc"]]
     variable = "TUBELENS_" + "__".join(p.upper() for p in path)
-    if err["type"] == "missing":
-        return f"{variable}: required but not set"
-    return f"{variable}: {err['msg']} (got {err.get('input')!r})"
+    if err["type"] != "missing":
+        return [f"{variable}: {err['msg']} (got {err.get('input')!r})"]
+    section = _model_at(cls, path)
+    if section is None:
+        return [f"{variable}: required but not set"]
+    # A whole section is missing: name the variables it needs, not the section.
+    return [
+        f"{variable}__{name.upper()}: required but not set"
+        for name, f in section.model_fields.items()
+        if f.is_required()
+    ]
+
+
+def _model_at(cls: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The settings model a missing location points at, when it is a section rather than a value."""
+    annotation: object = cls
+    for name in path:
+        fields = getattr(annotation, "model_fields", None)
+        if not fields or name not in fields:
+            return None
+        annotation = fields[name].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None

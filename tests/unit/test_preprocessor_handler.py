@@ -205,3 +205,16 @@ def test_an_event_that_is_not_a_discovered_video_is_invalid(handler: Preprocesso
         InvalidInput, match="expected a tubelens.v1.VideoDiscovered event, got tubelens.v1.StatsSnapshot"
     ):
         handler(Message(events.VIDEOS_DISCOVERED, 0, 0, b"v10", events.encode(envelope)))
+
+
+def test_a_media_url_without_a_file_is_skipped_and_counted_not_dead_lettered(
+    handler: PreprocessorHandler, origin: Origin, bus: MemoryBus
+) -> None:
+    thumbnail_url = origin.serve("/vi/v9/mqdefault.jpg", jpeg(9))
+    before = REGISTRY.get_sample_value("tubelens_preprocessor_media_absent_total") or 0
+
+    handler(message("v9", thumbnail_url, origin.url("/media/v9.mp4")))
+
+    assert len(published(bus, events.THUMBNAILS_STORED)) == 1
+    assert published(bus, events.FRAMES_EXTRACTED) == []
+    assert REGISTRY.get_sample_value("tubelens_preprocessor_media_absent_total") == before + 1

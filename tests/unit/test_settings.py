@@ -76,3 +76,29 @@ def test_the_stack_env_file_is_read_and_real_variables_win(monkeypatch: pytest.M
     settings = load_settings()
     assert settings.kafka.bootstrap == "127.0.0.1:1111"
     assert settings.log_level == "WARNING"
+
+
+def test_a_missing_section_names_the_variables_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tubelens.crawler.settings import CrawlerServiceSettings
+
+    monkeypatch.setenv("TUBELENS_BUS", "memory")
+    monkeypatch.setenv("TUBELENS_OBJECTS", "local")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(CrawlerServiceSettings)
+    assert caught.value.message == "TUBELENS_CRAWLER__API_KEY: required but not set"
+
+
+def test_comma_separated_lists_and_unparseable_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tubelens.crawler.settings import CrawlerServiceSettings
+
+    monkeypatch.setenv("TUBELENS_BUS", "memory")
+    monkeypatch.setenv("TUBELENS_OBJECTS", "local")
+    monkeypatch.setenv("TUBELENS_CRAWLER__API_KEY", "k")
+    monkeypatch.setenv("TUBELENS_CRAWLER__CHANNELS", "UCa, UCb")
+    monkeypatch.setenv("TUBELENS_CRAWLER__REFRESH_SLOTS", "1h,2d")
+    settings = load_settings(CrawlerServiceSettings)
+    assert settings.crawler.channels == ["UCa", "UCb"]
+    assert settings.crawler.slot_seconds() == {"1h": 3600, "2d": 172800}
+    monkeypatch.setenv("TUBELENS_CRAWLER__REFRESH_SLOTS", "soon")
+    with pytest.raises(ConfigError, match="TUBELENS_CRAWLER__REFRESH_SLOTS: .*not a positive number"):
+        load_settings(CrawlerServiceSettings)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from tubelens.settings import TubelensSettings
 
@@ -20,10 +22,13 @@ def parse_slot(slot: str) -> int:
 
 
 def _split(value: object) -> object:
-    """Lists come from the environment as comma-separated strings."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# Lists come from the environment as comma-separated strings, not JSON.
+CommaList = Annotated[list[str], NoDecode]
 
 
 class CrawlerSettings(BaseModel):
@@ -32,11 +37,11 @@ class CrawlerSettings(BaseModel):
     rss_base: str = "https://www.youtube.com/feeds/videos.xml"
     # The Data API gives no media file; a deployment that has one names it with this template ({video_id}).
     media_url_template: str = ""
-    channels: list[str] = Field(default_factory=list, description="channel ids (UC...) to follow")
-    search_queries: list[str] = Field(default_factory=list, description="keywords or themes to discover by")
+    channels: CommaList = Field(default_factory=list, description="channel ids (UC...) to follow")
+    search_queries: CommaList = Field(default_factory=list, description="keywords or themes to discover by")
     quota_per_day: int = Field(default=10_000, ge=1, description="units; YouTube's default project quota")
     quota_reserve: int = Field(default=0, ge=0, description="units never spent by the crawler")
-    refresh_slots: list[str] = Field(default_factory=lambda: ["1h", "6h", "24h", "7d"])
+    refresh_slots: CommaList = Field(default_factory=lambda: ["1h", "6h", "24h", "7d"])
     backfill_pages: int = Field(default=4, ge=0, description="uploads-playlist pages (50 videos) per channel")
     search_pages: int = Field(default=1, ge=1, description="pages per search query per cycle (100 units each)")
     poll_interval_s: float = Field(default=300.0, gt=0)

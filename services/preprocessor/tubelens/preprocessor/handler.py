@@ -5,8 +5,10 @@ every model), then the media file when the event names one. Bad input in one par
 NotFound) does not stop the other; once both had their turn, the message fails with every reason and is
 dead-lettered whole. A DLQ replay then redoes the part that had succeeded too, which is harmless: objects are
 content-addressed (nothing new is written) and consumers already treat a repeated event for a video as the same
-event. Any other failure (Unavailable above all) raises at once, so the worker retries the whole message with
-backoff; the same idempotence covers a part that was done before the retry.
+event. A media URL that answers 404 means the video has no file (the crawler names one wherever a deployment
+might have it): it is skipped and counted, not dead-lettered. Any other failure (Unavailable above all) raises
+at once, so the worker retries the whole message with backoff; the same idempotence covers a part that was done
+before the retry.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ FETCH_SECONDS = Histogram(
     ["kind"],
     buckets=LATENCY_BUCKETS,
 )
+MEDIA_ABSENT = Counter("tubelens_preprocessor_media_absent_total", "Videos whose media URL had no file (404/410)")
 FETCHED_BYTES = Counter("tubelens_preprocessor_fetched_bytes_total", "Bytes fetched", ["kind"])
 
 
@@ -120,13 +123,18 @@ class PreprocessorHandler:
             return None
         # Spooled to disk: media may be tens of megabytes, and FFmpeg wants a seekable file anyway.
         with tempfile.NamedTemporaryFile(prefix="tubelens-media-") as spool:
-            with self._timed_fetch("media"):
-                fetched = self.fetcher.fetch(
-                    video.media_url,
-                    spool,
-                    max_bytes=self.settings.media_max_bytes,
-                    deadline_s=self.settings.media_deadline_s,
-                )
+            try:
+                with self._timed_fetch("media"):
+                    fetched = self.fetcher.fetch(
+                        video.media_url,
+                        spool,
+                        max_bytes=self.settings.media_max_bytes,
+                        deadline_s=self.settings.media_deadline_s,
+                    )
+            except NotFound:
+                MEDIA_ABSENT.inc()
+                log.info("no media file", extra={"media_url": video.media_url})
+                return None
             FETCHED_BYTES.labels("media").inc(fetched.size)
             extracted = self._extract(video, Path(spool.name), spool)
         events.publish(self.producer, extracted, key=video.video_id, service=self.service, trace_id=trace_id)

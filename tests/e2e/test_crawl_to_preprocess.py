@@ -1,0 +1,165 @@
+"""200 videos from the YouTube stand-in, crawled and preprocessed by the real service processes over a real broker
+and S3 server: every good video arrives exactly once, and every bad input ends in the dead-letter topic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.buskit import Recorder, running, wait_until
+from tubelens import events
+from tubelens.bus import Message, Worker, dlq_topic
+from tubelens.bus.kafka import KafkaBus
+from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
+from tubelens.fakeyoutube.catalogue import THUMBNAIL_FAULTS
+from tubelens.servers import ServerProcess, start_broker
+from tubelens.settings import KafkaSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW_CATALOGUE = dict(channels=8, videos_per_channel=25, upcoming_fraction=0.0, media_fraction=0.25)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[ServerProcess]:
+    """Its own broker: the production topic names stay free of other tests' events."""
+    proc = start_broker(tmp_path / "broker")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def youtube() -> Iterator[FakeYouTube]:
+    from tests.fakeyoutubekit import NOW
+
+    faults = InputFaults(counts=dict.fromkeys(BadInput, 1))
+    catalogue = Catalogue.generate(11, now=NOW, faults=faults, **NOW_CATALOGUE)
+    with FakeYouTube(catalogue, tick=False) as fake:
+        yield fake
+
+
+def service_env(
+    broker: ServerProcess, s3_server: ServerProcess, creds: dict, youtube: FakeYouTube, tmp: Path, bucket: str
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TUBELENS_ENV_FILE": str(tmp / "none.env"),
+        "TUBELENS_BUS": "kafka",
+        "TUBELENS_KAFKA__BOOTSTRAP": broker.address,
+        "TUBELENS_KAFKA__PARTITIONS": "4",
+        "TUBELENS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "TUBELENS_OBJECTS": "s3",
+        "TUBELENS_S3__ENDPOINT": s3_server.address,
+        "TUBELENS_S3__ACCESS_KEY": creds["access_key"],
+        "TUBELENS_S3__SECRET_KEY": creds["secret_key"],
+        "TUBELENS_S3__BUCKET": bucket,
+        "TUBELENS_METRICS_PORT": "0",
+        "TUBELENS_CONSUMER__BACKOFF_INITIAL_S": "0.05",
+        "TUBELENS_CRAWLER__API_KEY": "e2e-key",
+        "TUBELENS_CRAWLER__API_BASE": youtube.api_base,
+        "TUBELENS_CRAWLER__RSS_BASE": youtube.feed_url,
+        "TUBELENS_CRAWLER__MEDIA_URL_TEMPLATE": youtube.media_url_template,
+        "TUBELENS_CRAWLER__CHANNELS": ",".join(c.id for c in youtube.catalogue.channels),
+        "TUBELENS_CRAWLER__STATE_PATH": str(tmp / "crawler.sqlite"),
+        "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS": "127.0.0.1",
+    }
+
+
+def tubelens(*args: str, env: dict, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tubelens.cli", *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def collect(bus: KafkaBus, topics: list[str]) -> tuple[Recorder, Worker]:
+    recorder = Recorder()
+    return recorder, Worker(bus, topics, "e2e-observer", _raw(recorder), service="e2e")
+
+
+def _raw(recorder: Recorder):
+    def handle(message: Message) -> None:
+        with recorder.lock:
+            recorder.seen.append((message.topic, events.decode(message.value), message))
+
+    return handle
+
+
+def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none_duplicated(
+    own_broker: ServerProcess,
+    s3_server: ServerProcess,
+    s3_credentials: dict,
+    youtube: FakeYouTube,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    catalogue = youtube.catalogue
+    videos = {v.id for v in catalogue.visible(youtube.now())}
+    bad = catalogue.bad_inputs
+    assert len(videos) == 200 and set(bad.values()) == set(BadInput)
+    expect_thumbnails = videos - {v for v, kind in bad.items() if kind in THUMBNAIL_FAULTS}
+    expect_frames = set(catalogue.media_video_ids) - {
+        v for v, kind in bad.items() if kind is BadInput.UNDECODABLE_MEDIA
+    }
+
+    env = service_env(own_broker, s3_server, s3_credentials, youtube, tmp_path, f"e2e-{unique}")
+    crawl = tubelens("crawler", "run", "--once", env=env, log=tmp_path / "crawler.log")
+    assert crawl.wait(timeout=120) == 0, (tmp_path / "crawler.log").read_text()[-3000:]
+
+    bus = KafkaBus(KafkaSettings(bootstrap=own_broker.address, partitions=4, session_timeout_ms=6000))
+    outputs = [events.THUMBNAILS_STORED, events.FRAMES_EXTRACTED, dlq_topic(events.VIDEOS_DISCOVERED)]
+    recorder, observer = collect(bus, outputs)
+    preprocessor = tubelens("preprocessor", "run", env=env, log=tmp_path / "preprocessor.log")
+    try:
+        with running(observer):
+            wait_until(
+                lambda: (
+                    seen_ids(recorder, events.THUMBNAILS_STORED) >= expect_thumbnails
+                    and seen_ids(recorder, events.FRAMES_EXTRACTED) >= expect_frames
+                    and len(seen_ids(recorder, dlq_topic(events.VIDEOS_DISCOVERED))) >= len(bad)
+                ),
+                timeout=240,
+                what="every output of the preprocessor",
+            )
+    finally:
+        preprocessor.send_signal(signal.SIGTERM)
+        assert preprocessor.wait(timeout=60) == 0, (tmp_path / "preprocessor.log").read_text()[-3000:]
+        bus.close()
+
+    by_topic: dict[str, Counter] = {topic: Counter() for topic in outputs}
+    letters = {}
+    for topic, envelope, _message in recorder.seen:
+        if envelope.HasField("dead_letter"):
+            video_id = events.decode(envelope.dead_letter.value).video_discovered.video_id
+            letters[video_id] = envelope.dead_letter
+            by_topic[topic][video_id] += 1
+        else:
+            by_topic[topic][getattr(envelope, envelope.WhichOneof("payload")).video_id] += 1
+
+    counts = {topic: (len(c), sum(c.values())) for topic, c in by_topic.items()}
+    assert set(by_topic[events.THUMBNAILS_STORED]) == expect_thumbnails, counts
+    assert set(by_topic[events.FRAMES_EXTRACTED]) == expect_frames
+    for topic in (events.THUMBNAILS_STORED, events.FRAMES_EXTRACTED):
+        assert max(by_topic[topic].values()) == 1, f"duplicates on {topic}"
+    assert set(letters) == set(bad), "each bad input is dead-lettered, once"
+    assert max(by_topic[dlq_topic(events.VIDEOS_DISCOVERED)].values()) == 1
+    reasons = {bad[video_id]: letter.reason for video_id, letter in letters.items()}
+    assert "media" in reasons[BadInput.UNDECODABLE_MEDIA]
+    for kind in THUMBNAIL_FAULTS:
+        assert letters_error(letters, bad, kind) in ("InvalidInput", "TooLarge"), reasons[kind]
+
+
+def seen_ids(recorder: Recorder, topic: str) -> set[str]:
+    with recorder.lock:
+        return {message.key.decode() for seen_topic, _, message in recorder.seen if seen_topic == topic}
+
+
+def letters_error(letters: dict, bad: dict, kind: BadInput) -> str:
+    [video_id] = [v for v, k in bad.items() if k is kind]
+    return letters[video_id].error_type
