@@ -1,147 +1,188 @@
-"""`tubelens demo`: the embedded pipeline in one process, no servers.
+"""`tubelens demo`: the pipeline in one process, no servers.
 
-Today it runs the spine end to end: events through the in-process bus into a consuming stage that stores
-content-addressed thumbnails in a local object store and emits `thumbnails.stored`, a poison message dead-lettered
-with its reason, and a full redelivery that changes nothing. The crawler, YouTube stand-in, embedding, trainer
-and predictor join this command as they land.
+A seeded YouTube stand-in serves a catalogue (with one bad input of each kind); the crawler discovers it over the
+real API and RSS formats; the preprocessor turns every video into validated thumbnails, frames and audio features
+in a local object store; everything flows over the in-process bus with the same delivery rules as Kafka. The
+embedding, trainer and predictor join this command as they land.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from PIL import Image, ImageDraw
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tubelens import events
-from tubelens.bus import Message, RetryPolicy, Worker, dlq_topic
+from tubelens.bus import Worker, dlq_topic
 from tubelens.bus.memory import MemoryBus
+from tubelens.crawler.crawler import CycleReport
+from tubelens.crawler.main import build_crawler
+from tubelens.crawler.settings import CrawlerServiceSettings, CrawlerSettings
+from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.logs import configure_logging
 from tubelens.objects.local import LocalObjectStore
+from tubelens.preprocessor.handler import PreprocessorHandler
+from tubelens.preprocessor.settings import PreprocessorSettings
 from tubelens.v1 import events_pb2
 
 SERVICE = "demo"
+CHANNELS = 8
+SEED = 7
+API_KEY = "demo-key"
 COMING = [
-    ("crawler + YouTube stand-in", "discover uploads over RSS and the Data API v3 format, refresh view counts"),
-    ("preprocessor", "fetch and validate thumbnails, extract frames and audio"),
     ("embedding", "ImageNet EfficientNet-Lite0 embeddings, concepts, similarity search"),
     ("trainer", "view buckets, regression, channel and genre models against baselines"),
     ("predictor", "the gRPC API over TorchServe, zero-downtime model swaps"),
+    ("report", "an HTML report: predicted vs actual views, confusion matrices, similar thumbnails"),
 ]
 
 
 @dataclass
 class DemoResult:
-    published: int = 0
-    stored: int = 0
-    reused: int = 0
+    catalogue: dict = field(default_factory=dict)
+    crawl: CycleReport = field(default_factory=CycleReport)
+    quota_used: int = 0
+    discovered: int = 0
+    snapshots: int = 0
+    thumbnails: int = 0
+    videos_with_frames: int = 0
+    frames: int = 0
+    audio_seconds: int = 0
+    objects: int = 0
     dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def render_thumbnail(video_id: str) -> bytes:
-    """A 320x180 JPEG whose colours derive from the video id, standing in for a fetched thumbnail."""
-    digest = hashlib.sha256(video_id.encode()).digest()
-    image = Image.new("RGB", (320, 180), tuple(digest[:3]))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((40, 30, 200, 150), fill=tuple(digest[3:6]))
-    draw.ellipse((180, 60, 300, 170), fill=tuple(digest[6:9]))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
-
-
-class ThumbnailStage:
-    """Consumes videos.discovered, stores the thumbnail content-addressed, emits thumbnails.stored."""
-
-    def __init__(self, store: LocalObjectStore, result: DemoResult, progress: Progress, task) -> None:
-        self.store, self.result, self.progress, self.task = store, result, progress, task
-        self.producer = None
-
-    def __call__(self, message: Message) -> None:
-        envelope = events.decode(message.value)
-        video = envelope.video_discovered
-        info = self.store.put_content(
-            render_thumbnail(video.video_id), prefix="thumbnails", content_type="image/jpeg", suffix=".jpg"
-        )
-        if info.created:
-            self.result.stored += 1
-        else:
-            self.result.reused += 1
-        stored = events_pb2.ThumbnailStored(
-            video_id=video.video_id,
-            source_format="JPEG",
-            images=[events_pb2.StoredImage(variant="original", ref=info.to_ref(), width=320, height=180)],
-        )
-        events.publish(self.producer, stored, key=video.video_id, service=SERVICE, trace_id=envelope.trace_id)
-        self.progress.advance(self.task)
 
 
 def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
     workdir.mkdir(parents=True, exist_ok=True)
     configure_logging(SERVICE, "INFO", stream=open(workdir / "demo.log", "a"))  # noqa: SIM115 - lives with the process
-    bus, result = MemoryBus(), DemoResult()
+    started = time.perf_counter()
+    catalogue = Catalogue.generate(
+        SEED,
+        CHANNELS,
+        math.ceil(videos / CHANNELS),
+        now=datetime.now(UTC).replace(microsecond=0),
+        upcoming_fraction=0.0,
+        faults=InputFaults(counts=dict.fromkeys(BadInput, 1)),
+    )
+    bus = MemoryBus()
     store = LocalObjectStore(workdir / "objects", "tubelens")
     store.ensure_bucket()
-    started = time.perf_counter()
-    with Progress(console=console, transient=False) as progress:
-        task = progress.add_task("videos.discovered -> thumbnails.stored", total=2 * videos)
-        publish_discovered(bus, videos)
-        bus.producer().publish(events.VIDEOS_DISCOVERED, b"<html>not an event</html>", key="poison")
-        result.published = videos + 1
-        consume(bus, ThumbnailStage(store, result, progress, task), "thumbnails", expected=videos + 1)
-        # A second group replays the whole topic: content addressing makes every put a no-op.
-        consume(bus, ThumbnailStage(store, result, progress, task), "replay", expected=videos + 1)
+    result = DemoResult(catalogue=catalogue.summary())
+    with FakeYouTube(catalogue, tick=False) as youtube, _progress(console) as progress:
+        result.crawl, result.quota_used = crawl(youtube, bus, workdir, progress)
+        preprocess(youtube, bus, store, progress)
+    summarise(bus, store, result)
     result.seconds = time.perf_counter() - started
-    letters = [events.decode(m.value).dead_letter for m in bus.broker.read_all(dlq_topic(events.VIDEOS_DISCOVERED))]
-    result.dead_letters = [letter for letter in letters if letter.consumer_group == "thumbnails"]
     return result
 
 
-def publish_discovered(bus: MemoryBus, videos: int) -> None:
-    producer = bus.producer()
-    for n in range(videos):
-        video_id = hashlib.sha256(f"demo-{n}".encode()).hexdigest()[:11]
-        payload = events_pb2.VideoDiscovered(video_id=video_id, channel_id=f"UCdemo{n % 5}", title=f"Demo video {n}")
-        events.publish(producer, payload, key=video_id, service=SERVICE)
-
-
-def consume(bus: MemoryBus, stage: ThumbnailStage, group: str, expected: int) -> None:
-    """Run one worker until it has committed every message of the topic."""
-    worker = Worker(
-        bus,
-        [events.VIDEOS_DISCOVERED],
-        group,
-        stage,
-        service=SERVICE,
-        retry=RetryPolicy(max_attempts=2, backoff_initial_s=0.01, backoff_max_s=0.02),
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
-    stage.producer = worker.producer
+
+
+def crawl(youtube: FakeYouTube, bus: MemoryBus, workdir: Path, progress: Progress) -> tuple[CycleReport, int]:
+    task = progress.add_task("crawler: discover + stats", total=1)
+    state = workdir / "crawler.sqlite"
+    for stale in workdir.glob("crawler.sqlite*"):  # every demo starts from an empty seen-set
+        stale.unlink()
+    settings = CrawlerServiceSettings(
+        bus="memory",
+        objects="local",
+        crawler=CrawlerSettings(
+            api_key=API_KEY,
+            api_base=youtube.api_base,
+            rss_base=youtube.feed_url,
+            media_url_template=youtube.media_url_template,
+            channels=[c.id for c in youtube.catalogue.channels],
+            search_queries=["cars"],  # the seeds' theme; one search costs 100 of the 10,000 daily units
+            state_path=state,
+        ),
+    )
+    crawler, crawler_state = build_crawler(settings, bus.producer(), clock=lambda: youtube.now().timestamp())
+    try:
+        report = crawler.run_once()
+        return report, crawler.client.quota.used()
+    finally:
+        crawler_state.close()
+        progress.update(task, completed=1)
+
+
+def preprocess(youtube: FakeYouTube, bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> None:
+    """Run the preprocessor until it has committed every discovered video."""
+    total = len(bus.broker.read_all(events.VIDEOS_DISCOVERED))
+    task = progress.add_task("preprocessor: fetch + decode", total=total)
+    producer = bus.producer()
+    handler = PreprocessorHandler(
+        PreprocessorSettings(allowed_hosts=["127.0.0.1"]), store=store, producer=producer, service=SERVICE
+    )
+    worker = Worker(
+        bus, [events.VIDEOS_DISCOVERED], "preprocessor", handler, service=SERVICE, producer=producer, max_batch=10
+    )
     thread = worker.start_thread()
-    while sum(bus.broker.committed(group).values()) < expected:
-        time.sleep(0.01)
+    done = 0
+    while done < total and thread.is_alive():
+        done = sum(bus.broker.committed("preprocessor").values())
+        progress.update(task, completed=done)
+        time.sleep(0.1)
     worker.stop()
     thread.join()
 
 
+def summarise(bus: MemoryBus, store: LocalObjectStore, result: DemoResult) -> None:
+    def payloads(topic: str) -> list:
+        return [
+            getattr(e, e.WhichOneof("payload"))
+            for e in map(events.decode, (m.value for m in bus.broker.read_all(topic)))
+        ]
+
+    result.discovered = len(payloads(events.VIDEOS_DISCOVERED))
+    result.snapshots = len(payloads(events.VIDEOS_STATS))
+    result.thumbnails = len(payloads(events.THUMBNAILS_STORED))
+    extracted = payloads(events.FRAMES_EXTRACTED)
+    result.videos_with_frames = len(extracted)
+    result.frames = sum(len(f.frames) for f in extracted)
+    result.audio_seconds = sum(f.audio_seconds for f in extracted)
+    result.objects = sum(1 for _ in store.list())
+    result.dead_letters = payloads(dlq_topic(events.VIDEOS_DISCOVERED))
+
+
 def report(result: DemoResult, workdir: Path, console: Console) -> None:
-    table = Table(title="tubelens demo: the spine")
+    table = Table(title="tubelens demo: crawl and preprocess")
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_row("events published (one malformed)", str(result.published))
-    table.add_row("thumbnails stored (content-addressed)", str(result.stored))
-    table.add_row("redelivered puts that changed nothing", str(result.reused))
-    table.add_row("dead-lettered", str(len(result.dead_letters)))
-    table.add_row("seconds", f"{result.seconds:.2f}")
+    rows = [
+        ("channels in the stand-in's catalogue", len(result.catalogue.get("channels", []))),
+        ("videos discovered", result.discovered),
+        ("  by source", ", ".join(f"{k} {v}" for k, v in sorted(result.crawl.discovered.items()))),
+        ("stats snapshots", result.snapshots),
+        ("API quota units spent", result.quota_used),
+        ("thumbnails stored", result.thumbnails),
+        ("videos with frames and audio", result.videos_with_frames),
+        ("frames kept (slates dropped)", result.frames),
+        ("seconds of audio features", result.audio_seconds),
+        ("objects in the store", result.objects),
+        ("dead-lettered", len(result.dead_letters)),
+        ("seconds", f"{result.seconds:.1f}"),
+    ]
+    for what, count in rows:
+        table.add_row(what, str(count))
     console.print(table)
+    kinds = Counter(letter.error_type for letter in result.dead_letters)
     for letter in result.dead_letters:
-        console.print(f"DLQ {letter.original_topic}.dlq: {letter.error_type}: {letter.reason}")
+        video_id = events.decode(letter.value).video_discovered.video_id
+        console.print(f"DLQ {video_id}: {letter.error_type}: {letter.reason[:140]}")
+    if kinds:
+        console.print("dead letters by error: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
     console.print(f"objects under {workdir / 'objects'}, JSON logs in {workdir / 'demo.log'}")
     coming = Table(title="coming to this demo")
     coming.add_column("service")

@@ -22,17 +22,25 @@ def row(table: str, label: str) -> int:
     return int(match.group(1))
 
 
-def test_demo_runs_the_embedded_spine_and_reports_what_flowed(tmp_path: Path) -> None:
+def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each_bad_input(tmp_path: Path) -> None:
     done = tubelens("demo", "--videos", "40", "--workdir", str(tmp_path / "demo"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert row(out, "events published (one malformed)") == 41
-    assert row(out, "thumbnails stored (content-addressed)") == 40
-    assert row(out, "redelivered puts that changed nothing") == 40
-    assert row(out, "dead-lettered") == 1
-    assert "DLQ videos.discovered.dlq: InvalidInput: not a tubelens.v1.Envelope" in out
+    assert row(out, "videos discovered") == 40
+    assert row(out, "stats snapshots") == 40
+    assert row(out, "thumbnails stored") == 40 - 4, "four of the five bad inputs are thumbnails"
+    assert row(out, "videos with frames and audio") > 0
+    assert row(out, "dead-lettered") == 5
+    for reason in (
+        "thumbnail body is empty",
+        "an HTML page, not an image",
+        "corrupt or truncated JPEG",
+        "PNG declares too many pixels",
+        "media could not be decoded",
+    ):
+        assert reason in out
     store = LocalObjectStore(tmp_path / "demo" / "objects", "tubelens")
-    assert len(list(store.list("thumbnails/"))) == 40
+    assert row(out, "objects in the store") == sum(1 for _ in store.list()) > 0
     assert '"msg": "dead-lettered"' in (tmp_path / "demo" / "demo.log").read_text()
 
 
