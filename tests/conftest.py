@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +35,12 @@ def s3_credentials() -> dict[str, str]:
 def unique() -> str:
     """A short random suffix so that each test owns its topics, groups and buckets."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TUBELENS_* variable or stack env file of the developer's leaks into a settings test."""
+    for name in list(os.environ):
+        if name.startswith("TUBELENS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TUBELENS_ENV_FILE", str(tmp_path / "absent.env"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,7 @@ from tubelens.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("TUBELENS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("TUBELENS_ENV_FILE", str(tmp_path / "absent.env"))
+def embedded_env(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUBELENS_BUS", "memory")
     monkeypatch.setenv("TUBELENS_OBJECTS", "local")
 

@@ -9,15 +9,7 @@ import pytest
 from tubelens.errors import ConfigError
 from tubelens.settings import BusKind, ObjectsKind, load_settings
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("TUBELENS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("TUBELENS_ENV_FILE", str(tmp_path / "absent.env"))
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_kafka_and_s3_settings_are_read_from_nested_variables(monkeypatch: pytest.MonkeyPatch) -> None:
