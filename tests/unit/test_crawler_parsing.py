@@ -17,15 +17,17 @@ from tubelens.errors import InvalidInput
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "youtube-rss"
 
 
-@pytest.mark.parametrize("feed", sorted(REFERENCE.glob("*.xml")), ids=lambda p: p.stem)
-def test_real_feeds_parse_into_fifteen_entries_with_uc_channel_ids(feed: Path) -> None:
-    channel_id = "UC" + feed.stem.rsplit("_UC", 1)[1]
-    entries = parse_feed(feed.read_bytes(), channel_id)
-    assert len(entries) == 15
-    assert all(len(e.video_id) == 11 for e in entries)
-    # The feed-level channelId lacks the UC prefix in some feeds; entries carry the real id.
-    assert {e.channel_id for e in entries} == {channel_id}
-    assert all(e.published_at.tzinfo is not None for e in entries)
+def test_real_feeds_parse_into_fifteen_entries_with_uc_channel_ids() -> None:
+    feeds = sorted(REFERENCE.glob("*.xml"))
+    assert len(feeds) == 3, f"the captured feeds are expected in {REFERENCE} (shared/ beside the checkout)"
+    for feed in feeds:
+        channel_id = "UC" + feed.stem.rsplit("_UC", 1)[1]
+        entries = parse_feed(feed.read_bytes(), channel_id)
+        assert len(entries) == 15
+        assert all(len(e.video_id) == 11 for e in entries)
+        # The feed-level channelId lacks the UC prefix in some feeds; entries carry the real id.
+        assert {e.channel_id for e in entries} == {channel_id}
+        assert all(e.published_at.tzinfo is not None for e in entries)
 
 
 def test_a_feed_that_is_not_xml_is_invalid_input() -> None:
