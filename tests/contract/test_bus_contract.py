@@ -202,3 +202,26 @@ def test_a_message_that_raises_invalid_input_is_not_retried(bus: Bus, unique: st
         [letter] = dead_letters(bus, topic, f"g-{unique}", 1)
     assert list(attempts.values()) == [1]
     assert letter.reason == "thumbnail is HTML, not an image"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_batch_whose_before_commit_effects_fail_is_delivered_again(bus: Bus, unique: str) -> None:
+    topic, group = f"hook-{unique}", f"g-{unique}"
+    for seq in range(3):
+        publish_discovered(bus, topic, "same", seq)
+    first, hook_saw = Recorder(), []
+
+    def index_store_down() -> None:
+        hook_saw.append(first.count())
+        raise Unavailable("index shard could not be written")
+
+    crashing = worker(bus, topic, group, first, before_commit=index_store_down)
+    thread = crashing.start_thread()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the worker stops rather than commit past effects that are not durable"
+    assert hook_saw and hook_saw[0] >= 1
+    second = Recorder()
+    with running(worker(bus, topic, group, second)):
+        second.wait_for(3)
+    assert sorted(second.titles()) == [f"video same #{seq}" for seq in range(3)]
+    assert set(first.titles()) <= set(second.titles()), "what the first worker handled comes again"

@@ -61,6 +61,7 @@ class Worker:
         producer: Producer | None = None,
         retry: RetryPolicy = RetryPolicy(),
         max_batch: int = 500,
+        before_commit: Callable[[], None] | None = None,
         poll_timeout_s: float = 0.5,
     ) -> None:
         self.bus = bus
@@ -72,6 +73,8 @@ class Worker:
         self._owns_producer = producer is None
         self.retry = retry
         self.max_batch = max_batch
+        # For handlers that buffer effects across a batch (an index shard): made durable before the offsets move.
+        self.before_commit = before_commit
         self.poll_timeout_s = poll_timeout_s
         self._stop = threading.Event()
         self._consumer: ConsumerClient | None = None
@@ -123,6 +126,8 @@ class Worker:
         finally:
             if done:
                 # Effects first, then the offsets: what the handler published must be durable before we move on.
+                if self.before_commit is not None:
+                    self.before_commit()
                 self.producer.flush()
                 self._consumer.commit(done)
 
