@@ -44,3 +44,27 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("TUBELENS_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TUBELENS_ENV_FILE", str(tmp_path / "absent.env"))
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict:
+    """Real photos shipped with scikit-image: a cat, an espresso, an astronaut, a rocket."""
+    from PIL import Image
+    from skimage import data
+
+    return {name: Image.fromarray(getattr(data, name)()) for name in ("chelsea", "coffee", "astronaut", "rocket")}
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, photos: dict):
+    """The backbone exported to ONNX once per session, checked against torch on the real photos."""
+    from tubelens.embedding.export import export_onnx
+
+    return export_onnx(tmp_path_factory.mktemp("models") / "backbone.onnx", check_images=list(photos.values()))
+
+
+@pytest.fixture(scope="session")
+def backbone(exported):
+    from tubelens.embedding.backbone import Backbone
+
+    return Backbone(exported.path, intra_op_threads=2)

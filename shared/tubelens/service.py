@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tubelens.bus import Bus, Handler, Producer, Worker, open_bus, retry_policy
 from tubelens.lifecycle import on_stop_signals
@@ -30,6 +30,10 @@ class Runtime:
     objects: Any | None  # tubelens.objects.ObjectStore when the service asked for it
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 def run_worker_service(
     settings: TubelensSettings,
     *,
@@ -37,27 +41,36 @@ def run_worker_service(
     group: str,
     build_handler: Callable[[Runtime], Handler],
     needs_objects: bool = False,
+    start_servers: Callable[[Runtime, Handler], list[Stoppable]] | None = None,
 ) -> int:
+    """Consume `topics` until SIGTERM. A handler object may define `before_commit()` to make effects it buffers
+    across a batch durable before the offsets move; `start_servers` runs beside the worker (a gRPC API) and is
+    stopped after it."""
     configure_logging(settings.service, settings.log_level)
     metrics_server = serve_metrics(settings.metrics_port)
     log.info("metrics listening", extra={"port": metrics_server.port})
     bus = open_bus(settings)
     producer = bus.producer()
     runtime = Runtime(settings, bus, producer, _open_objects(settings) if needs_objects else None)
+    handler = build_handler(runtime)
     worker = Worker(
         bus,
         topics,
         group,
-        build_handler(runtime),
+        handler,
         service=settings.service,
         producer=producer,
         retry=retry_policy(settings),
         max_batch=settings.consumer.batch_size,
+        before_commit=getattr(handler, "before_commit", None),
     )
+    servers = start_servers(runtime, handler) if start_servers else []
     on_stop_signals(worker.stop)
     try:
         worker.run()
     finally:
+        for server in servers:
+            server.stop()
         producer.close()
         bus.close()
         _stop_metrics(metrics_server)

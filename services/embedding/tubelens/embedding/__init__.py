@@ -1,0 +1,1 @@
+"""The embedding service: thumbnails and frames in; ImageNet embeddings, concepts and similar thumbnails out."""

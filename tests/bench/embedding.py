@@ -1,0 +1,111 @@
+"""Embedding throughput: images/s through onnxruntime and eager torch, and through the micro-batcher.
+
+Run with `python -m tests.bench.embedding`. Input is already-prepared 224x224 batches (decoding is the
+preprocessor's benchmark), so the figures are the backbone's alone. Every runtime is held to the same number of
+threads (2, the size of a small service pod); the model is exported to a temp directory first.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from tubelens.embedding.backbone import Backbone
+from tubelens.embedding.batching import MicroBatcher
+from tubelens.embedding.export import export_onnx, natural_noise
+
+THREADS = 2
+BATCH_SIZES = (1, 8, 32)
+SUBMITTERS = 4
+WINDOWS_S = (0.010, 0.0)
+SECONDS = 3.0
+
+
+@dataclass
+class Row:
+    what: str
+    images: int
+    wall_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.images / self.wall_s
+
+
+def repeat_for(seconds: float, work: Callable[[], int]) -> tuple[int, float]:
+    """Run `work` (which returns how many images it did) until `seconds` have passed, after one warm-up call."""
+    work()
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        images += work()
+    return images, time.perf_counter() - started
+
+
+def bench_runtime(backbone: Backbone, batches: dict[int, np.ndarray]) -> list[Row]:
+    rows = []
+    for size, batch in batches.items():
+        images, wall = repeat_for(SECONDS, lambda batch=batch: len(backbone.infer(batch).vectors))
+        rows.append(Row(f"{backbone.runtime}, batch {size}", images, wall))
+    return rows
+
+
+def bench_batcher(backbone: Backbone, image: np.ndarray, window_s: float) -> Row:
+    """SUBMITTERS threads, each sending one image at a time and waiting for its answer, as gRPC handlers would."""
+    counts = [0] * SUBMITTERS
+    stop = threading.Event()
+    with MicroBatcher(backbone.infer, max_images=32, window_s=window_s) as batcher:
+        batcher.submit(image).result()
+
+        def submitter(n: int) -> None:
+            while not stop.is_set():
+                batcher.submit(image).result()
+                counts[n] += 1
+
+        threads = [threading.Thread(target=submitter, args=(n,)) for n in range(SUBMITTERS)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        time.sleep(SECONDS)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    what = f"micro-batcher ({backbone.runtime}, window {window_s * 1000:g} ms), {SUBMITTERS} submitters x 1 image"
+    return Row(what, sum(counts), wall)
+
+
+def print_table(rows: list[Row], export_s: float) -> None:
+    table = Table(
+        title=f"embedding throughput (EfficientNet-Lite0, 224x224, {THREADS} threads; export {export_s:.1f} s)"
+    )
+    for column in ("what", "images", "images/s"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for row in rows:
+        table.add_row(row.what, f"{row.images:,}", f"{row.per_second:,.1f}")
+    Console().print(table)
+
+
+def main() -> list[Row]:
+    torch.set_num_threads(THREADS)
+    batches = {size: natural_noise(size) for size in BATCH_SIZES}
+    with tempfile.TemporaryDirectory(prefix="tubelens-bench-embedding-") as workdir:
+        report = export_onnx(Path(workdir) / "backbone.onnx")
+        fast = Backbone(report.path, intra_op_threads=THREADS)
+        eager = Backbone(Path(workdir) / "absent.onnx", export_if_missing=False)
+        rows = bench_runtime(fast, batches) + bench_runtime(eager, batches)
+        rows += [bench_batcher(fast, batches[1], window_s) for window_s in WINDOWS_S]
+    print_table(rows, report.seconds)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
