@@ -12,11 +12,10 @@ from PIL import Image
 
 from tests.preprocessorkit import encoded, jpeg, picture, png_declaring
 from tubelens.errors import InvalidInput, TooLarge
+from tubelens.images import hamming_distance, phash
 from tubelens.objects import LocalObjectStore
 from tubelens.preprocessor.thumbnails import (
     choose_thumbnail,
-    hamming_distance,
-    phash,
     prepare_thumbnail,
     store_thumbnail,
 )

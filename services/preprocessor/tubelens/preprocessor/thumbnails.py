@@ -19,10 +19,10 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image, ImageOps
 
 from tubelens.errors import InvalidInput, TooLarge
+from tubelens.images import phash
 from tubelens.objects import ObjectStore
 from tubelens.v1 import events_pb2
 
@@ -36,7 +36,6 @@ MEDIA_TYPES = {
 SEED_SIZE = (120, 90)
 BACKBONE_RESIZE = 256
 BACKBONE_SIZE = 224
-PHASH_SIZE = 32
 PREFIX = "thumbnails"
 
 
@@ -170,35 +169,6 @@ def backbone_variant(image: Image.Image) -> Image.Image:
     return image.resize(
         (BACKBONE_SIZE, BACKBONE_SIZE), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
     )
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II as a matrix: the 2-D transform of X is D @ X @ D.T."""
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    matrix = np.sqrt(2 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
-    matrix[0] /= np.sqrt(2)
-    return matrix
-
-
-_DCT = _dct_matrix(PHASH_SIZE)
-
-
-def phash(image: Image.Image) -> int:
-    """64-bit DCT perceptual hash: near-identical pictures (re-encoded, resized) differ in few bits.
-
-    As pHash does it: 32x32 greyscale, 2-D DCT, the 8x8 lowest frequencies just past the DC row and column (the
-    DC term says only how bright the picture is), one bit per coefficient above their median.
-    """
-    grey = np.asarray(image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.BOX), dtype=np.float64)
-    low = (_DCT @ grey @ _DCT.T)[1:9, 1:9]
-    bits = (low > np.median(low)).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-def hamming_distance(a: int, b: int) -> int:
-    """How many of the 64 bits two perceptual hashes differ in: under ~10 is the same picture."""
-    return (a ^ b).bit_count()
 
 
 def _jpeg_variant(name: str, image: Image.Image, **options: int) -> Variant:

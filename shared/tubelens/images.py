@@ -1,0 +1,37 @@
+"""Image utilities more than one service needs."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+PHASH_SIZE = 32
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II as a matrix: the 2-D transform of X is D @ X @ D.T."""
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    matrix = np.sqrt(2 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
+    matrix[0] /= np.sqrt(2)
+    return matrix
+
+
+_DCT = _dct_matrix(PHASH_SIZE)
+
+
+def phash(image: Image.Image) -> int:
+    """64-bit DCT perceptual hash: near-identical pictures (re-encoded, resized) differ in few bits.
+
+    As pHash does it: 32x32 greyscale, 2-D DCT, the 8x8 lowest frequencies just past the DC row and column (the
+    DC term says only how bright the picture is), one bit per coefficient above their median.
+    """
+    grey = np.asarray(image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.BOX), dtype=np.float64)
+    low = (_DCT @ grey @ _DCT.T)[1:9, 1:9]
+    bits = (low > np.median(low)).ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hamming_distance(a: int, b: int) -> int:
+    """How many of the 64 bits two perceptual hashes differ in: under ~10 is the same picture."""
+    return (a ^ b).bit_count()
