@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROOMS  := $(dir $(wildcard services/*/pyproject.toml))
 PROTO_OUT := shared
 
-.PHONY: install protos check-protos lint test bench up down status demo clean
+.PHONY: install models protos check-protos lint test bench up down status demo clean
 
 install: $(STAMP)
 
@@ -16,7 +16,12 @@ $(STAMP): pyproject.toml $(wildcard services/*/pyproject.toml)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[stack,dev]' $(addprefix -e ,$(ROOMS))
 	bash scripts/ensure-java.sh
+	$(BIN)/python -m tubelens.embedding.export
 	@touch $(STAMP)
+
+# The embedding backbone exported to ONNX (checked against torch); part of the install.
+models: $(STAMP)
+	$(BIN)/python -m tubelens.embedding.export
 
 # Generated code lives beside the shared library and is never edited by hand.
 protos: $(STAMP)

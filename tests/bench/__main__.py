@@ -1,12 +1,14 @@
 """`make bench`: every benchmark, each printing its own table of figures."""
 
-from tests.bench import bus, objects, preprocess
+from tests.bench import bus, embedding, objects, preprocess, similarity
 
 
 def main() -> None:
     bus.main()
     objects.main()
     preprocess.main()
+    embedding.main()
+    similarity.main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,553 @@
+"""Cosine top-k over thumbnail embeddings, keyed by video id, with near-duplicate detection.
+
+Vectors are L2-normalized on the way in, so cosine similarity is a dot product. A float32 matrix of every vector is
+the source of truth: it answers queries exactly while the index is small, serves `vector()` and shards, and rescores
+the candidates of the approximate path, so both paths report the same score for the same pair. It doubles the memory
+beside the graph (5 KiB more per 1280-d vector), which buys those without reading vectors back out of usearch.
+From `exact_below` vectors on, an HNSW graph (usearch) finds the candidates instead of a full scan; it is built once
+from the matrix when the index first reaches that size, while queries go on with exact scans, and kept in step with
+every later change.
+
+Upserts are keyed by video id and a redelivered vector changes nothing, so event handlers can call them freely.
+Persistence is a series of `.npz` shards in the object store ("rebuilt from shards at start, updated incrementally
+from events"): `save_shard` writes what changed since the last save, `SimilarityIndex.load_shards` replays every
+shard in the order they were taken. Removals are not recorded in shards; a full save (`changed_only=False`)
+followed by deleting the older shards compacts them away.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import Gauge, Histogram
+from usearch.index import Index
+
+from tubelens.errors import InvalidInput, NotFound
+from tubelens.images import hamming_distance
+from tubelens.objects import ObjectStore
+
+MAX_K = 1000
+# Shards store phashes as uint64 and cannot say "none"; 0 stands for unknown everywhere. A real pHash is 0 only for
+# an image without texture, where falling back to the stricter cosine test loses nothing.
+UNKNOWN_PHASH = 0
+SHARD_CONTENT_TYPE = "application/x-npz"
+SHARD_SUFFIX = ".npz"
+_INITIAL_CAPACITY = 1024
+# With the query's perceptual hash, the nearest RERANK_POOL by cosine are re-ordered by cosine minus this much per
+# differing hash bit: two thumbnails of one channel share a style the embedding sees, while the hash tells a
+# re-encoded or resized copy of *this* picture (on the stand-in, rank-1 retrieval of altered copies 88% -> 96%).
+RERANK_POOL = 50
+PHASH_PENALTY_PER_BIT = 0.005
+
+INDEX_VECTORS = Gauge("tubelens_embedding_index_vectors", "Vectors held by the similarity index")
+QUERY_SECONDS = Histogram(
+    "tubelens_embedding_index_query_duration_seconds",
+    "Time to answer one top-k query, by the path that answered it",
+    ["path"],
+    # Approximate queries take well under a millisecond, exact scans of large indexes tens of milliseconds.
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    video_id: str
+    score: float  # cosine similarity, 1.0 for the same direction
+    near_duplicate: bool
+
+
+@dataclass(frozen=True)
+class NearDuplicatePolicy:
+    """Two thumbnails are near-duplicates when their perceptual hashes and their embeddings both agree.
+
+    The pHash catches re-encodes, crops and small edits; the embedding rules out unrelated images whose hashes collide.
+    Without both hashes only the embedding can tell, so it must agree more closely.
+    """
+
+    max_hamming: int = 10
+    min_cosine: float = 0.9
+    min_cosine_without_phash: float = 0.97
+
+    def judge(self, cosine: float, phash_a: int, phash_b: int) -> bool:
+        if phash_a == UNKNOWN_PHASH or phash_b == UNKNOWN_PHASH:
+            return cosine >= self.min_cosine_without_phash
+        return hamming_distance(phash_a, phash_b) <= self.max_hamming and cosine >= self.min_cosine
+
+
+class _ReadWriteLock:
+    """Many readers or one writer. A waiting writer holds back new readers, so a stream of queries cannot starve
+    the event consumer's inserts."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._changed:
+            while self._writing or self._writers_waiting:
+                self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                if not self._readers:
+                    self._changed.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._changed:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._changed.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class _Shard:
+    key: str
+    taken_ns: int
+    ids: np.ndarray
+    vectors: np.ndarray
+    phashes: np.ndarray
+
+
+class SimilarityIndex:
+    """Top-k cosine search over unit vectors keyed by video id; safe to share between threads.
+
+    Each video id owns a slot (a row of the matrix and the key of its HNSW node); removed slots are reused.
+    `connectivity`, `expansion_add` and `expansion_search` are the HNSW parameters M, efConstruction and efSearch.
+    `build_threads` = 0 builds the graph on every core; a parallel build leaves about one node in 10,000 that no
+    search reaches (unum-cloud/USearch#735), `build_threads=1` none, at about twice the build time on two cores.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        exact_below: int = 20_000,
+        connectivity: int = 16,
+        expansion_add: int = 64,
+        expansion_search: int = 128,
+        build_threads: int = 1,
+        near_duplicate: NearDuplicatePolicy | None = None,
+    ) -> None:
+        if dim < 1 or exact_below < 0:
+            raise InvalidInput(f"dim must be positive and exact_below non-negative, got {dim} and {exact_below}")
+        self.dim = dim
+        self.exact_below = exact_below
+        self.near_duplicate = near_duplicate or NearDuplicatePolicy()
+        self._graph_options = {
+            "connectivity": connectivity,
+            "expansion_add": expansion_add,
+            "expansion_search": expansion_search,
+        }
+        self._build_threads = build_threads
+        self._lock = _ReadWriteLock()
+        self._matrix = np.zeros((_INITIAL_CAPACITY, dim), dtype=np.float32)
+        self._phashes = np.zeros(_INITIAL_CAPACITY, dtype=np.uint64)
+        self._live = np.zeros(_INITIAL_CAPACITY, dtype=bool)
+        self._ids: list[str | None] = []  # slot -> video id; its length is the number of slots ever used
+        self._slots: dict[str, int] = {}
+        self._free: list[int] = []
+        self._graph: Index | None = None
+        # Slots changed while the graph is being built, replayed onto it before it goes live; None when not building.
+        self._touched_during_build: set[int] | None = None
+        self._unsaved: set[str] = set()
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, video_id: object) -> bool:
+        return video_id in self._slots
+
+    @property
+    def exact(self) -> bool:
+        """True while queries are answered by a full scan, False once the HNSW graph answers them."""
+        return self._graph is None or len(self._slots) < self.exact_below
+
+    def vector(self, video_id: str) -> np.ndarray:
+        """The stored (unit) vector of `video_id`, as a copy."""
+        with self._lock.read():
+            return self._matrix[self._slot_of(video_id)].copy()
+
+    def phash(self, video_id: str) -> int | None:
+        with self._lock.read():
+            value = int(self._phashes[self._slot_of(video_id)])
+        return None if value == UNKNOWN_PHASH else value
+
+    def query(
+        self, vector: np.ndarray | Sequence[float], k: int, *, exclude: str | None = None, phash: int | None = None
+    ) -> list[Match]:
+        """The `k` most similar videos, best first; `phash` (of the query image) sharpens near-duplicate flags."""
+        _check_k(k)
+        unit = self._unit_vector(vector)
+        query_phash = _checked_phash(phash)
+        with self._lock.read():
+            return self._search(unit, k, skip=self._slots.get(exclude) if exclude else None, phash=query_phash)
+
+    def query_id(self, video_id: str, k: int) -> list[Match]:
+        """The `k` videos most similar to an indexed one, itself left out."""
+        _check_k(k)
+        with self._lock.read():
+            slot = self._slot_of(video_id)
+            return self._search(self._matrix[slot], k, skip=slot, phash=int(self._phashes[slot]))
+
+    def near_duplicates(self, video_id: str, *, limit: int = 100) -> list[Match]:
+        """Indexed videos whose thumbnail nearly duplicates this one's, best first, among its `limit` nearest."""
+        return [match for match in self.query_id(video_id, limit) if match.near_duplicate]
+
+    # ---- writing -----------------------------------------------------------------------------------------------
+
+    def upsert(self, video_id: str, vector: np.ndarray | Sequence[float], phash: int | None = None) -> None:
+        """Insert or replace the vector of `video_id`; storing the same vector again changes nothing."""
+        self.upsert_many([video_id], self._unit_vector(vector)[None, :], [phash])
+
+    def upsert_many(
+        self,
+        video_ids: Sequence[str],
+        vectors: np.ndarray | Sequence[Sequence[float]],
+        phashes: Sequence[int | None] | np.ndarray | None = None,
+    ) -> None:
+        """Upsert a batch, all or nothing: every input is checked before anything changes. A repeated id's last
+        row wins, as it would in a sequence of single upserts."""
+        ids = [_checked_id(video_id) for video_id in video_ids]
+        rows = self._unit_rows(vectors, len(ids))
+        hashes = _checked_phashes(phashes, len(ids))
+        last = list({video_id: position for position, video_id in enumerate(ids)}.values())
+        with self._lock.write():
+            slots = self._place([ids[p] for p in last], rows[last], hashes[last])
+            self._sync_graph(slots)
+            snapshot = self._start_build_if_due()
+            INDEX_VECTORS.set(len(self._slots))
+        if snapshot is not None:
+            self._build_graph(*snapshot)
+
+    def remove(self, video_id: str) -> bool:
+        """Forget `video_id`; True when it was indexed. Removing an unknown id is not an error, so it can be retried."""
+        with self._lock.write():
+            slot = self._slots.pop(video_id, None)
+            if slot is None:
+                return False
+            self._ids[slot] = None
+            self._live[slot] = False
+            self._free.append(slot)
+            self._unsaved.discard(video_id)
+            self._sync_graph([slot])
+            INDEX_VECTORS.set(len(self._slots))
+        return True
+
+    # ---- persistence -------------------------------------------------------------------------------------------
+
+    def save_shard(self, store: ObjectStore, prefix: str, *, changed_only: bool = True) -> str | None:
+        """Write the vectors upserted since the last save (all of them with `changed_only=False`) as one
+        content-addressed `.npz` under `prefix`; returns its key, or None when there was nothing to write."""
+        with self._lock.write():
+            ids = sorted(self._unsaved if changed_only else self._slots)
+            slots = [self._slots[video_id] for video_id in ids]
+            # Taken under the lock, so the order of `taken_ns` is the order of the states the shards hold.
+            data = _shard_bytes(ids, self._matrix[slots], self._phashes[slots], taken_ns=time.time_ns())
+            self._unsaved.difference_update(ids)
+        if not ids:
+            return None
+        try:
+            info = store.put_content(data, prefix=prefix, content_type=SHARD_CONTENT_TYPE, suffix=SHARD_SUFFIX)
+        except BaseException:
+            with self._lock.write():
+                self._unsaved.update(video_id for video_id in ids if video_id in self._slots)
+            raise
+        return info.key
+
+    @classmethod
+    def load_shards(cls, store: ObjectStore, prefix: str, dim: int, **options: Any) -> SimilarityIndex:
+        """A new index holding every shard under `prefix`, replayed in the order the shards were taken, so the
+        latest vector of each video wins. `options` are the constructor's keyword arguments."""
+        index = cls(dim, **options)
+        shards = sorted(_read_shards(store, prefix, dim), key=lambda shard: (shard.taken_ns, shard.key))
+        if shards:
+            index.upsert_many(
+                np.concatenate([shard.ids for shard in shards]).tolist(),
+                np.concatenate([shard.vectors for shard in shards]),
+                np.concatenate([shard.phashes for shard in shards]),
+            )
+        index._unsaved.clear()  # everything it holds is in the store already
+        return index
+
+    # ---- internals: search ---------------------------------------------------------------------------------------
+
+    def _search(self, unit: np.ndarray, k: int, *, skip: int | None, phash: int) -> list[Match]:
+        """Top-k under the read lock; `skip` is a slot to leave out. A known query phash re-ranks a wider pool."""
+        path = "exact" if self.exact else "approximate"
+        started = time.perf_counter()
+        pool = k if phash == UNKNOWN_PHASH else max(k, RERANK_POOL)
+        if path == "exact":
+            slots, scores = self._exact_top(unit, pool, skip)
+        else:
+            slots, scores = self._approximate_top(unit, pool, skip)
+        matches = [
+            Match(
+                video_id=self._ids[slot],
+                score=score,
+                near_duplicate=self.near_duplicate.judge(score, phash, int(self._phashes[slot])),
+            )
+            for slot, score in zip(slots.tolist(), scores.tolist(), strict=True)
+        ]
+        if pool > k:
+            penalties = [self._phash_penalty(phash, slot) for slot in slots.tolist()]
+            order = sorted(range(len(matches)), key=lambda i: matches[i].score - penalties[i], reverse=True)
+            matches = [matches[i] for i in order[:k]]
+        QUERY_SECONDS.labels(path=path).observe(time.perf_counter() - started)
+        return matches
+
+    def _phash_penalty(self, phash: int, slot: int) -> float:
+        """Unknown hashes cost the average of unrelated pictures (32 bits): no bonus without evidence."""
+        other = int(self._phashes[slot])
+        bits = 32 if other == UNKNOWN_PHASH else hamming_distance(phash, other)
+        return PHASH_PENALTY_PER_BIT * bits
+
+    def _exact_top(self, unit: np.ndarray, k: int, skip: int | None) -> tuple[np.ndarray, np.ndarray]:
+        used = len(self._ids)
+        scores = self._matrix[:used] @ unit
+        scores[~self._live[:used]] = -np.inf
+        if skip is not None:
+            scores[skip] = -np.inf
+        count = min(k, len(self._slots) - (skip is not None))
+        if count <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        top = np.argpartition(-scores, count - 1)[:count]
+        return _best_first(top, _cosines(self._matrix[top], unit))
+
+    def _approximate_top(self, unit: np.ndarray, k: int, skip: int | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self._graph is not None
+        found = self._graph.search(unit, k + (skip is not None), threads=1)
+        slots = found.keys.astype(np.int64)
+        if skip is not None:
+            slots = slots[slots != skip]
+        slots = slots[:k]
+        return _best_first(slots, _cosines(self._matrix[slots], unit))
+
+    # ---- internals: writing ------------------------------------------------------------------------------------
+
+    def _place(self, ids: list[str], rows: np.ndarray, hashes: np.ndarray) -> list[int]:
+        """Store unique ids' rows under the write lock; returns the slots whose content changed."""
+        slots = np.array([self._slots.get(video_id, -1) for video_id in ids], dtype=np.int64)
+        known = slots >= 0
+        unchanged = np.zeros(len(ids), dtype=bool)
+        unchanged[known] = np.all(self._matrix[slots[known]] == rows[known], axis=1) & (
+            self._phashes[slots[known]] == hashes[known]
+        )
+        changed = np.flatnonzero(~unchanged)
+        for position in np.flatnonzero(~known):
+            slots[position] = self._claim_slot(ids[position])
+        target = slots[changed]
+        self._matrix[target] = rows[changed]
+        self._phashes[target] = hashes[changed]
+        self._live[target] = True
+        self._unsaved.update(ids[position] for position in changed)
+        return target.tolist()
+
+    def _claim_slot(self, video_id: str) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self._ids[slot] = video_id
+        else:
+            slot = len(self._ids)
+            self._reserve(slot + 1)
+            self._ids.append(video_id)
+        self._slots[video_id] = slot
+        return slot
+
+    def _reserve(self, slots: int) -> None:
+        """Grow the arrays by doubling, so that n inserts copy O(n) rows in all."""
+        capacity = len(self._matrix)
+        if slots <= capacity:
+            return
+        capacity = max(slots, 2 * capacity)
+        self._matrix = _grown(self._matrix, capacity)
+        self._phashes = _grown(self._phashes, capacity)
+        self._live = _grown(self._live, capacity)
+
+    def _sync_graph(self, slots: list[int]) -> None:
+        """Bring the graph's nodes for `slots` in line with the matrix (under the write lock)."""
+        if self._touched_during_build is not None:
+            self._touched_during_build.update(slots)
+        if self._graph is not None and slots:
+            self._replace_nodes(self._graph, np.asarray(slots, dtype=np.int64))
+
+    def _start_build_if_due(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Under the write lock: when the index has just reached `exact_below`, start recording changes and
+        return (slots, rows) to build the graph from; the build itself runs outside the lock."""
+        building = self._touched_during_build is not None
+        if self._graph is not None or building or not self._slots or len(self._slots) < self.exact_below:
+            return None
+        self._touched_during_build = set()
+        slots = np.flatnonzero(self._live[: len(self._ids)])
+        return slots, self._matrix[slots]
+
+    def _build_graph(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        """Build the HNSW graph while queries go on with exact scans, then replay what changed meanwhile."""
+        try:
+            graph = Index(ndim=self.dim, metric="ip", dtype="f32", **self._graph_options)
+            graph.add(slots.astype(np.uint64), rows, threads=self._build_threads)
+        except BaseException:
+            with self._lock.write():
+                self._touched_during_build = None  # the next upsert tries again
+            raise
+        with self._lock.write():
+            touched = np.fromiter(self._touched_during_build or (), dtype=np.int64)
+            if len(touched):
+                self._replace_nodes(graph, touched)
+            self._graph = graph
+            self._touched_during_build = None
+
+    def _replace_nodes(self, graph: Index, slots: np.ndarray) -> None:
+        """Remove, then re-add the live ones: usearch refuses a key it holds already, and ignores removing a
+        missing one. One thread: concurrent inserts can leave nodes no search reaches (unum-cloud/USearch#735),
+        a price worth paying only for the bulk build."""
+        keys = slots.astype(np.uint64)
+        graph.remove(keys)
+        alive = self._live[slots]
+        if alive.any():
+            graph.add(keys[alive], self._matrix[slots[alive]], threads=1)
+
+    # ---- internals: validation ---------------------------------------------------------------------------------
+
+    def _unit_vector(self, vector: np.ndarray | Sequence[float]) -> np.ndarray:
+        array = _float32(vector)
+        if array.shape != (self.dim,):
+            raise InvalidInput(
+                f"expected a vector of {self.dim} values, got an array of shape {array.shape}", field="vector"
+            )
+        return _normalized(array[None, :])[0]
+
+    def _unit_rows(self, vectors: np.ndarray | Sequence[Sequence[float]], count: int) -> np.ndarray:
+        array = _float32(vectors)
+        if count == 0 and array.size == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if array.shape != (count, self.dim):
+            raise InvalidInput(
+                f"expected {count} vectors of {self.dim} values, got an array of shape {array.shape}", field="vector"
+            )
+        return _normalized(array)
+
+    def _slot_of(self, video_id: str) -> int:
+        slot = self._slots.get(video_id)
+        if slot is None:
+            raise NotFound(f"no embedding for video {video_id!r} in the similarity index", field="video_id")
+        return slot
+
+
+def _cosines(rows: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """The scores both paths report. Not a matrix product: BLAS rounds a row's dot product differently depending on
+    how many rows it is given, and the graph's own distances differ too; a row-wise sum rounds each row alike."""
+    return (rows * unit).sum(axis=1)
+
+
+def _best_first(slots: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-scores, kind="stable")
+    return slots[order], scores[order]
+
+
+def _grown(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def _float32(values: object) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"vector is not numeric: {error}", field="vector") from error
+
+
+def _normalized(rows: np.ndarray) -> np.ndarray:
+    if not np.isfinite(rows).all():
+        raise InvalidInput("vector holds NaN or infinite values", field="vector")
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InvalidInput("a zero vector has no direction to compare", field="vector")
+    return (rows / norms).astype(np.float32)
+
+
+def _check_k(k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}", field="k")
+
+
+def _checked_id(video_id: object) -> str:
+    if not isinstance(video_id, str) or not video_id:
+        raise InvalidInput(f"video id must be a non-empty string, got {video_id!r}", field="video_id")
+    return video_id
+
+
+def _checked_phash(phash: int | None) -> int:
+    if phash is None:
+        return UNKNOWN_PHASH
+    if not 0 <= int(phash) < 2**64:
+        raise InvalidInput(f"phash must be a 64-bit unsigned integer, got {phash}", field="phash")
+    return int(phash)
+
+
+def _checked_phashes(phashes: Sequence[int | None] | np.ndarray | None, count: int) -> np.ndarray:
+    if phashes is None:
+        return np.zeros(count, dtype=np.uint64)
+    if len(phashes) != count:
+        raise InvalidInput(f"expected {count} phashes, got {len(phashes)}", field="phash")
+    if isinstance(phashes, np.ndarray) and phashes.dtype == np.uint64:
+        return phashes
+    return np.array([_checked_phash(phash) for phash in phashes], dtype=np.uint64)
+
+
+def _shard_bytes(ids: list[str], vectors: np.ndarray, phashes: np.ndarray, *, taken_ns: int) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=np.array(ids, dtype=np.str_), vectors=vectors, phashes=phashes, taken_ns=np.int64(taken_ns))
+    return buffer.getvalue()
+
+
+def _read_shards(store: ObjectStore, prefix: str, dim: int) -> Iterator[_Shard]:
+    for info in store.list(prefix.rstrip("/") + "/"):
+        if info.key.endswith(SHARD_SUFFIX):
+            yield _parse_shard(info.key, store.get(info.key), dim)
+
+
+def _parse_shard(key: str, data: bytes, dim: int) -> _Shard:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            shard = _Shard(
+                key=key,
+                taken_ns=int(arrays["taken_ns"]),
+                ids=arrays["ids"].astype(np.str_),
+                vectors=arrays["vectors"].astype(np.float32),
+                phashes=arrays["phashes"].astype(np.uint64),
+            )
+    except (KeyError, ValueError, OSError) as error:
+        raise InvalidInput(f"embedding shard {key!r} is unreadable: {error}", field="shard") from error
+    rows = len(shard.ids)
+    if shard.vectors.shape != (rows, dim) or shard.phashes.shape != (rows,):
+        raise InvalidInput(
+            f"embedding shard {key!r} holds {rows} ids, vectors of shape {shard.vectors.shape} and phashes of shape "
+            f"{shard.phashes.shape}; expected ({rows}, {dim}) and ({rows},)",
+            field="shard",
+        )
+    return shard
