@@ -1,8 +1,10 @@
-"""200 videos from the YouTube stand-in, crawled and preprocessed by the real service processes over a real broker
-and S3 server: every good video arrives exactly once, and every bad input ends in the dead-letter topic."""
+"""200 videos from the YouTube stand-in, crawled, preprocessed and embedded by the real service processes over a
+real broker and S3 server: every good video arrives exactly once at each stage, every bad input ends in the
+dead-letter topic, and the embedding service's gRPC API answers from an index of every thumbnail."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.buskit import Recorder, running, wait_until
@@ -21,6 +24,7 @@ from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.fakeyoutube.catalogue import THUMBNAIL_FAULTS
 from tubelens.servers import ServerProcess, start_broker
 from tubelens.settings import KafkaSettings
+from tubelens.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW_CATALOGUE = dict(channels=8, videos_per_channel=25, upcoming_fraction=0.0, media_fraction=0.25)
@@ -68,6 +72,8 @@ def service_env(
         "TUBELENS_CRAWLER__CHANNELS": ",".join(c.id for c in youtube.catalogue.channels),
         "TUBELENS_CRAWLER__STATE_PATH": str(tmp / "crawler.sqlite"),
         "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS": "127.0.0.1",
+        "TUBELENS_EMBEDDING__GRPC_HOST": "127.0.0.1",
+        "TUBELENS_EMBEDDING__GRPC_PORT": "0",
     }
 
 
@@ -98,6 +104,7 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     youtube: FakeYouTube,
     tmp_path: Path,
     unique: str,
+    exported,
 ) -> None:
     catalogue = youtube.catalogue
     videos = {v.id for v in catalogue.visible(youtube.now())}
@@ -113,9 +120,17 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     assert crawl.wait(timeout=120) == 0, (tmp_path / "crawler.log").read_text()[-3000:]
 
     bus = KafkaBus(KafkaSettings(bootstrap=own_broker.address, partitions=4, session_timeout_ms=6000))
-    outputs = [events.THUMBNAILS_STORED, events.FRAMES_EXTRACTED, dlq_topic(events.VIDEOS_DISCOVERED)]
+    outputs = [
+        events.THUMBNAILS_STORED,
+        events.FRAMES_EXTRACTED,
+        dlq_topic(events.VIDEOS_DISCOVERED),
+        events.EMBEDDINGS_COMPUTED,
+    ]
     recorder, observer = collect(bus, outputs)
-    preprocessor = tubelens("preprocessor", "run", env=env, log=tmp_path / "preprocessor.log")
+    env["TUBELENS_EMBEDDING__ONNX_PATH"] = str(exported.path)
+    services = {
+        name: tubelens(name, "run", env=env, log=tmp_path / f"{name}.log") for name in ("preprocessor", "embedding")
+    }
     try:
         with running(observer):
             wait_until(
@@ -123,19 +138,29 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
                     seen_ids(recorder, events.THUMBNAILS_STORED) >= expect_thumbnails
                     and seen_ids(recorder, events.FRAMES_EXTRACTED) >= expect_frames
                     and len(seen_ids(recorder, dlq_topic(events.VIDEOS_DISCOVERED))) >= len(bad)
+                    and embedded(recorder, events_pb2.EMBEDDING_SOURCE_THUMBNAIL) >= expect_thumbnails
+                    and embedded(recorder, events_pb2.EMBEDDING_SOURCE_FRAMES) >= expect_frames
                 ),
-                timeout=240,
-                what="every output of the preprocessor",
+                timeout=300,
+                what="every output of the preprocessor and the embedding service",
             )
+            similar = ask_embedder(tmp_path / "embedding.log", sorted(expect_thumbnails)[0])
     finally:
-        preprocessor.send_signal(signal.SIGTERM)
-        assert preprocessor.wait(timeout=60) == 0, (tmp_path / "preprocessor.log").read_text()[-3000:]
+        for name, process in services.items():
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
         bus.close()
+
+    assert similar.indexed == len(expect_thumbnails), "every stored thumbnail is in the similarity index"
+    assert len(similar.matches) == 5 and all(m.video_id in expect_thumbnails for m in similar.matches)
 
     by_topic: dict[str, Counter] = {topic: Counter() for topic in outputs}
     letters = {}
     for topic, envelope, _message in recorder.seen:
-        if envelope.HasField("dead_letter"):
+        if envelope.HasField("embedding_computed"):
+            source = events_pb2.EmbeddingSource.Name(envelope.embedding_computed.source)
+            by_topic[topic][(envelope.embedding_computed.video_id, source)] += 1
+        elif envelope.HasField("dead_letter"):
             video_id = events.decode(envelope.dead_letter.value).video_discovered.video_id
             letters[video_id] = envelope.dead_letter
             by_topic[topic][video_id] += 1
@@ -145,7 +170,7 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     counts = {topic: (len(c), sum(c.values())) for topic, c in by_topic.items()}
     assert set(by_topic[events.THUMBNAILS_STORED]) == expect_thumbnails, counts
     assert set(by_topic[events.FRAMES_EXTRACTED]) == expect_frames
-    for topic in (events.THUMBNAILS_STORED, events.FRAMES_EXTRACTED):
+    for topic in (events.THUMBNAILS_STORED, events.FRAMES_EXTRACTED, events.EMBEDDINGS_COMPUTED):
         assert max(by_topic[topic].values()) == 1, f"duplicates on {topic}"
     assert set(letters) == set(bad), "each bad input is dead-lettered, once"
     assert max(by_topic[dlq_topic(events.VIDEOS_DISCOVERED)].values()) == 1
@@ -153,6 +178,24 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     assert "media" in reasons[BadInput.UNDECODABLE_MEDIA]
     for kind in THUMBNAIL_FAULTS:
         assert letters_error(letters, bad, kind) in ("InvalidInput", "TooLarge"), reasons[kind]
+
+
+def embedded(recorder: Recorder, source: int) -> set[str]:
+    with recorder.lock:
+        return {
+            env.embedding_computed.video_id
+            for topic, env, _ in recorder.seen
+            if topic == events.EMBEDDINGS_COMPUTED and env.embedding_computed.source == source
+        }
+
+
+def ask_embedder(log: Path, video_id: str) -> embedding_pb2.SimilarResponse:
+    """The running embedding service's gRPC API, at the port it logged."""
+    [port] = [json.loads(line)["port"] for line in log.read_text().splitlines() if '"embedder listening"' in line]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return embedding_pb2_grpc.EmbedderStub(channel).Similar(
+            embedding_pb2.SimilarRequest(video_id=video_id, k=5), timeout=10
+        )
 
 
 def seen_ids(recorder: Recorder, topic: str) -> set[str]:
