@@ -83,6 +83,49 @@ def bench_batcher(backbone: Backbone, image: np.ndarray, window_s: float) -> Row
     return Row(what, sum(counts), wall)
 
 
+SERVICE_THUMBNAILS = 512
+
+
+def bench_service(backbone: Backbone, workdir: Path) -> Row:
+    """thumbnails.stored events through the embedding handler and the bus worker, as the service runs them: fetch
+    the stored 224x224 JPEG, decode, batch, infer, store vectors and concepts, index, shard, publish, commit."""
+    from tests.integration.test_embedding_service import catalogue_thumbnails, thumbnail_event
+    from tubelens import events
+    from tubelens.bus import Worker
+    from tubelens.bus.memory import MemoryBus
+    from tubelens.embedding.handler import EmbeddingHandler
+    from tubelens.embedding.index import SimilarityIndex
+    from tubelens.objects.local import LocalObjectStore
+
+    store = LocalObjectStore(workdir / "objects", "bench")
+    store.ensure_bucket()
+    bus = MemoryBus()
+    producer = bus.producer()
+    for video_id, jpeg in catalogue_thumbnails(SERVICE_THUMBNAILS):
+        events.publish(producer, thumbnail_event(store, video_id, jpeg), key=video_id, service="bench")
+    handler = EmbeddingHandler(
+        backbone, store=store, producer=producer, index=SimilarityIndex(backbone.dim), shard_prefix="index/bench"
+    )
+    worker = Worker(
+        bus,
+        [events.THUMBNAILS_STORED],
+        "bench",
+        handler,
+        service="bench",
+        producer=producer,
+        max_batch=64,
+        before_commit=handler.before_commit,
+    )
+    started = time.perf_counter()
+    thread = worker.start_thread()
+    while sum(bus.broker.committed("bench").values()) < SERVICE_THUMBNAILS:
+        time.sleep(0.005)
+    wall = time.perf_counter() - started
+    worker.stop()
+    thread.join()
+    return Row(f"the service's event path ({backbone.runtime}, bus batches of 64)", SERVICE_THUMBNAILS, wall)
+
+
 def print_table(rows: list[Row], export_s: float) -> None:
     table = Table(
         title=f"embedding throughput (EfficientNet-Lite0, 224x224, {THREADS} threads; export {export_s:.1f} s)"
@@ -103,6 +146,7 @@ def main() -> list[Row]:
         eager = Backbone(Path(workdir) / "absent.onnx", export_if_missing=False)
         rows = bench_runtime(fast, batches) + bench_runtime(eager, batches)
         rows += [bench_batcher(fast, batches[1], window_s) for window_s in WINDOWS_S]
+        rows.append(bench_service(fast, Path(workdir)))
     print_table(rows, report.seconds)
     return rows
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ class EmbeddingHandler:
         producer: Producer,
         index: SimilarityIndex,
         shard_prefix: str,
-        inference_batch: int = 32,
+        inference_batch: int = 8,
         service: str = "embedding",
     ) -> None:
         self.backbone = backbone
@@ -63,6 +64,7 @@ class EmbeddingHandler:
         self.inference_batch = inference_batch
         self.service = service
         self._pending: list[_PendingThumbnail] = []
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="embedding-io")
 
     def __call__(self, message: Message) -> None:
         envelope = events.decode(message.value)
@@ -76,16 +78,29 @@ class EmbeddingHandler:
             raise InvalidInput(f"the embedding service does not consume {envelope.event_type}")
 
     def before_commit(self) -> None:
-        """Embed the batch's thumbnails, store, index, shard and publish them."""
+        """Embed the batch's thumbnails, store, index, shard and publish them.
+
+        Storing and publishing one chunk's results (I/O) overlaps the next chunk's forward pass (CPU)."""
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        result = self._infer(np.concatenate([p.pixels for p in pending]))
-        concepts = top_concepts(result.probabilities)
-        for row, item in enumerate(pending):
-            self._finish_thumbnail(item, result.vectors[row], concepts[row])
+        finishing = []
+        for start in range(0, len(pending), self.inference_batch):
+            chunk = pending[start : start + self.inference_batch]
+            result = self.backbone.infer(np.concatenate([p.pixels for p in chunk]))
+            finishing += [
+                self._io.submit(self._finish_thumbnail, item, vector, concepts)
+                for item, vector, concepts in zip(
+                    chunk, result.vectors, top_concepts(result.probabilities), strict=True
+                )
+            ]
+        for future in finishing:
+            future.result()  # re-raises: nothing is committed past a failed write
         self.index.save_shard(self.store, self.shard_prefix)  # the vectors changed since the last shard
         EMBEDDED.labels("thumbnail").inc(len(pending))
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
 
     def _take_thumbnail(self, stored: events_pb2.ThumbnailStored, trace_id: str) -> None:
         image = _preferred_image(stored)
@@ -95,11 +110,9 @@ class EmbeddingHandler:
     def _finish_thumbnail(self, item: _PendingThumbnail, vector: np.ndarray, concepts: list) -> None:
         video_id = item.stored.video_id
         vectors_ref = self._put_vectors(vector[None, :], "thumbnails")
-        concepts_ref = self._put_concepts([concepts], "thumbnails")
         self.index.upsert(video_id, vector, phash=item.stored.phash or None)
-        self._publish(
-            video_id, events_pb2.EMBEDDING_SOURCE_THUMBNAIL, 1, vectors_ref, concepts_ref, concepts, item.trace_id
-        )
+        # One image's top 5 travel in the event itself: no concepts object to write.
+        self._publish(video_id, events_pb2.EMBEDDING_SOURCE_THUMBNAIL, 1, vectors_ref, None, concepts, item.trace_id)
 
     def _embed_frames(self, extracted: events_pb2.FramesExtracted, trace_id: str) -> None:
         if not extracted.frames:
