@@ -2,8 +2,9 @@
 
 A seeded YouTube stand-in serves a catalogue (with one bad input of each kind); the crawler discovers it over the
 real API and RSS formats; the preprocessor turns every video into validated thumbnails, frames and audio features
-in a local object store; everything flows over the in-process bus with the same delivery rules as Kafka. The
-embedding, trainer and predictor join this command as they land.
+in a local object store; the embedding service embeds thumbnails and frames with the ImageNet backbone, labels
+concepts and indexes thumbnails for similarity search. Everything flows over the in-process bus with the same
+delivery rules as Kafka. The trainer and predictor join this command as they land.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from tubelens.bus.memory import MemoryBus
 from tubelens.crawler.crawler import CycleReport
 from tubelens.crawler.main import build_crawler
 from tubelens.crawler.settings import CrawlerServiceSettings, CrawlerSettings
+from tubelens.embedding.backbone import Backbone
+from tubelens.embedding.handler import EmbeddingHandler
+from tubelens.embedding.index import SimilarityIndex
 from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.logs import configure_logging
 from tubelens.objects.local import LocalObjectStore
@@ -37,7 +41,6 @@ CHANNELS = 8
 SEED = 7
 API_KEY = "demo-key"
 COMING = [
-    ("embedding", "ImageNet EfficientNet-Lite0 embeddings, concepts, similarity search"),
     ("trainer", "view buckets, regression, channel and genre models against baselines"),
     ("predictor", "the gRPC API over TorchServe, zero-downtime model swaps"),
     ("report", "an HTML report: predicted vs actual views, confusion matrices, similar thumbnails"),
@@ -57,6 +60,10 @@ class DemoResult:
     audio_seconds: int = 0
     objects: int = 0
     dead_letters: list[events_pb2.DeadLetter] = field(default_factory=list)
+    embedded_thumbnails: int = 0
+    embedded_frames: int = 0
+    concepts: list[tuple[str, int]] = field(default_factory=list)
+    similar: list[tuple[str, list[tuple[str, float, bool]]]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -79,7 +86,9 @@ def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
     with FakeYouTube(catalogue, tick=False) as youtube, _progress(console) as progress:
         result.crawl, result.quota_used = crawl(youtube, bus, workdir, progress)
         preprocess(youtube, bus, store, progress)
+        index = embed(bus, store, progress)
     summarise(bus, store, result)
+    result.similar = similar_examples(bus, index)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -118,9 +127,6 @@ def crawl(youtube: FakeYouTube, bus: MemoryBus, workdir: Path, progress: Progres
 
 
 def preprocess(youtube: FakeYouTube, bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> None:
-    """Run the preprocessor until it has committed every discovered video."""
-    total = len(bus.broker.read_all(events.VIDEOS_DISCOVERED))
-    task = progress.add_task("preprocessor: fetch + decode", total=total)
     producer = bus.producer()
     handler = PreprocessorHandler(
         PreprocessorSettings(allowed_hosts=["127.0.0.1"]), store=store, producer=producer, service=SERVICE
@@ -128,14 +134,57 @@ def preprocess(youtube: FakeYouTube, bus: MemoryBus, store: LocalObjectStore, pr
     worker = Worker(
         bus, [events.VIDEOS_DISCOVERED], "preprocessor", handler, service=SERVICE, producer=producer, max_batch=10
     )
+    drain(bus, worker, progress, "preprocessor: fetch + decode")
+
+
+def embed(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> SimilarityIndex:
+    producer = bus.producer()
+    backbone = Backbone()
+    index = SimilarityIndex(backbone.dim)
+    handler = EmbeddingHandler(
+        backbone, store=store, producer=producer, index=index, shard_prefix="index/thumbnails", service=SERVICE
+    )
+    topics = [events.THUMBNAILS_STORED, events.FRAMES_EXTRACTED]
+    worker = Worker(
+        bus,
+        topics,
+        "embedding",
+        handler,
+        service=SERVICE,
+        producer=producer,
+        max_batch=32,
+        before_commit=handler.before_commit,
+    )
+    drain(bus, worker, progress, f"embedding: {backbone.runtime}")
+    handler.close()
+    return index
+
+
+def drain(bus: MemoryBus, worker: Worker, progress: Progress, description: str) -> None:
+    """Run `worker` until its group has committed every message of its topics."""
+    total = sum(len(bus.broker.read_all(topic)) for topic in worker.topics)
+    task = progress.add_task(description, total=total)
     thread = worker.start_thread()
     done = 0
     while done < total and thread.is_alive():
-        done = sum(bus.broker.committed("preprocessor").values())
+        done = sum(bus.broker.committed(worker.group).values())
         progress.update(task, completed=done)
         time.sleep(0.1)
     worker.stop()
     thread.join()
+
+
+def similar_examples(bus: MemoryBus, index: SimilarityIndex, count: int = 3) -> list:
+    """For a few videos, the titles of their nearest thumbnails: what the similarity search sees."""
+    titles = {}
+    for message in bus.broker.read_all(events.VIDEOS_DISCOVERED):
+        video = events.decode(message.value).video_discovered
+        titles[video.video_id] = f"{video.title} ({video.channel_title})"
+    examples = []
+    for video_id in sorted(v for v in titles if v in index)[:count]:
+        matches = index.query_id(video_id, 3)
+        examples.append((titles[video_id], [(titles[m.video_id], m.score, m.near_duplicate) for m in matches]))
+    return examples
 
 
 def summarise(bus: MemoryBus, store: LocalObjectStore, result: DemoResult) -> None:
@@ -154,10 +203,21 @@ def summarise(bus: MemoryBus, store: LocalObjectStore, result: DemoResult) -> No
     result.audio_seconds = sum(f.audio_seconds for f in extracted)
     result.objects = sum(1 for _ in store.list())
     result.dead_letters = payloads(dlq_topic(events.VIDEOS_DISCOVERED))
+    computed = payloads(events.EMBEDDINGS_COMPUTED)
+    result.embedded_thumbnails = sum(e.source == events_pb2.EMBEDDING_SOURCE_THUMBNAIL for e in computed)
+    result.embedded_frames = sum(e.count for e in computed if e.source == events_pb2.EMBEDDING_SOURCE_FRAMES)
+    labels = Counter(
+        c.label
+        for e in computed
+        if e.source == events_pb2.EMBEDDING_SOURCE_FRAMES
+        for c in e.top_concepts
+        for _ in range(c.count)
+    )
+    result.concepts = labels.most_common(8)
 
 
 def report(result: DemoResult, workdir: Path, console: Console) -> None:
-    table = Table(title="tubelens demo: crawl and preprocess")
+    table = Table(title="tubelens demo: crawl, preprocess, embed")
     table.add_column("what")
     table.add_column("count", justify="right")
     rows = [
@@ -170,6 +230,8 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
         ("videos with frames and audio", result.videos_with_frames),
         ("frames kept (slates dropped)", result.frames),
         ("seconds of audio features", result.audio_seconds),
+        ("thumbnails embedded and indexed", result.embedded_thumbnails),
+        ("frames embedded", result.embedded_frames),
         ("objects in the store", result.objects),
         ("dead-lettered", len(result.dead_letters)),
         ("seconds", f"{result.seconds:.1f}"),
@@ -183,6 +245,14 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
         console.print(f"DLQ {video_id}: {letter.error_type}: {letter.reason[:140]}")
     if kinds:
         console.print("dead letters by error: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    if result.concepts:
+        console.print(
+            "ImageNet concepts seen most in frames: " + ", ".join(f"{label} ({n})" for label, n in result.concepts)
+        )
+    for title, matches in result.similar:
+        console.print(f"most similar to {title} (cosine; ranked with the perceptual hash):")
+        for other, score, duplicate in matches:
+            console.print(f"    {score:.3f}  {other}{'  [near-duplicate]' if duplicate else ''}")
     console.print(f"objects under {workdir / 'objects'}, JSON logs in {workdir / 'demo.log'}")
     coming = Table(title="coming to this demo")
     coming.add_column("service")

@@ -31,6 +31,10 @@ def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each
     assert row(out, "thumbnails stored") == 40 - 4, "four of the five bad inputs are thumbnails"
     assert row(out, "videos with frames and audio") > 0
     assert row(out, "dead-lettered") == 5
+    assert row(out, "thumbnails embedded and indexed") == 40 - 4
+    assert row(out, "frames embedded") == row(out, "frames kept (slates dropped)") > 0
+    assert "ImageNet concepts seen most in frames:" in out
+    assert out.count("most similar to ") == 3
     for reason in (
         "thumbnail body is empty",
         "an HTML page, not an image",
