@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from tubelens.errors import InvalidInput
+
 PHASH_SIZE = 32
 
 
@@ -35,3 +37,19 @@ def phash(image: Image.Image) -> int:
 def hamming_distance(a: int, b: int) -> int:
     """How many of the 64 bits two perceptual hashes differ in: under ~10 is the same picture."""
     return (a ^ b).bit_count()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for any decoded mode; transparent pixels become black (their colours are undefined, and black matches
+    the letterbox bars)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise InvalidInput(f"unsupported image mode {image.mode}: {exc}") from None

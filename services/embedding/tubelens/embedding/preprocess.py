@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tubelens.errors import InvalidInput, TooLarge
+from tubelens.images import to_rgb
 
 INPUT_SIZE = 224
 RESIZE_SIZE = 256
@@ -75,21 +76,6 @@ def crop_pixels(image: Image.Image) -> np.ndarray:
         box = (left, top, left + side, top + side)
         rgb = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC, box=box)
     return np.asarray(rgb, dtype=np.uint8)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # Colours under transparent pixels are undefined; black, as the preprocessor flattens them, hides them.
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size)
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    try:
-        return image.convert("RGB")
-    except ValueError as exc:
-        raise InvalidInput(f"unsupported image mode {image.mode}: {exc}") from None
 
 
 def normalize(pixels: np.ndarray) -> np.ndarray:

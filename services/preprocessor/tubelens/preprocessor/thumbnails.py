@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from tubelens.errors import InvalidInput, TooLarge
-from tubelens.images import phash
+from tubelens.images import phash, to_rgb
 from tubelens.objects import ObjectStore
 from tubelens.v1 import events_pb2
 
@@ -129,27 +129,12 @@ def decode_image(data: bytes, source_format: str, *, max_pixels: int) -> tuple[I
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"corrupt or truncated {source_format}: {exc}", field="thumbnail") from None
-    return _to_rgb(image), width, height
+    return to_rgb(image), width, height
 
 
 def _draft_size(width: int, height: int) -> tuple[int, int]:
     scale = BACKBONE_RESIZE / min(width, height)
     return max(1, int(width * scale)), max(1, int(height * scale))
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        # Undefined colours hide under transparent pixels; black, like the letterbox bars, hides them again.
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size)
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    try:
-        return image.convert("RGB")
-    except ValueError as exc:
-        raise InvalidInput(f"unsupported image mode {image.mode}: {exc}", field="thumbnail") from None
 
 
 def seed_variant(image: Image.Image) -> Image.Image:
