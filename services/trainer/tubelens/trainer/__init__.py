@@ -1,0 +1,1 @@
+"""The trainer: datasets from events, models against baselines, honest evaluation, the model registry."""
