@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own table of figures."""
 
-from tests.bench import bus, embedding, objects, preprocess, similarity
+from tests.bench import bus, embedding, objects, preprocess, similarity, trainer
 
 
 def main() -> None:
@@ -9,6 +9,7 @@ def main() -> None:
     preprocess.main()
     embedding.main()
     similarity.main()
+    trainer.main()
 
 
 if __name__ == "__main__":
