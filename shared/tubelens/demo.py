@@ -3,8 +3,9 @@
 A seeded YouTube stand-in serves a catalogue (with one bad input of each kind); the crawler discovers it over the
 real API and RSS formats; the preprocessor turns every video into validated thumbnails, frames and audio features
 in a local object store; the embedding service embeds thumbnails and frames with the ImageNet backbone, labels
-concepts and indexes thumbnails for similarity search. Everything flows over the in-process bus with the same
-delivery rules as Kafka. The trainer and predictor join this command as they land.
+concepts and indexes thumbnails for similarity search; the trainer folds every event into a dataset snapshot and
+trains and evaluates heads against baselines on the time, held-out-channel and random splits. Everything flows over
+the in-process bus with the same delivery rules as Kafka. The predictor joins this command as it lands.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from tubelens.logs import configure_logging
 from tubelens.objects.local import LocalObjectStore
 from tubelens.preprocessor.handler import PreprocessorHandler
 from tubelens.preprocessor.settings import PreprocessorSettings
+from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder, Snapshot
+from tubelens.trainer.evaluate import Report, evaluate_all
 from tubelens.v1 import events_pb2
 
 SERVICE = "demo"
@@ -41,7 +44,7 @@ CHANNELS = 8
 SEED = 7
 API_KEY = "demo-key"
 COMING = [
-    ("trainer", "view buckets, regression, channel and genre models against baselines"),
+    ("trainer", "the genre model (frames + audio), title text, fine-tuning, the model registry"),
     ("predictor", "the gRPC API over TorchServe, zero-downtime model swaps"),
     ("report", "an HTML report: predicted vs actual views, confusion matrices, similar thumbnails"),
 ]
@@ -64,6 +67,9 @@ class DemoResult:
     embedded_frames: int = 0
     concepts: list[tuple[str, int]] = field(default_factory=list)
     similar: list[tuple[str, list[tuple[str, float, bool]]]] = field(default_factory=list)
+    snapshot_id: str = ""
+    rows: int = 0
+    evaluation: Report | None = None
     seconds: float = 0.0
 
 
@@ -87,7 +93,12 @@ def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
         result.crawl, result.quota_used = crawl(youtube, bus, workdir, progress)
         preprocess(youtube, bus, store, progress)
         index = embed(bus, store, progress)
+        snapshot = build_dataset(bus, store, progress)
     summarise(bus, store, result)
+    result.snapshot_id, result.rows = snapshot.id, snapshot.table.num_rows
+    console.print(f"training and evaluating on snapshot {snapshot.id} ({snapshot.table.num_rows} videos) ...")
+    result.evaluation = evaluate_all(snapshot.table, seed=SEED, quiet=True)
+    (workdir / "metrics.json").write_text(result.evaluation.to_json())
     result.similar = similar_examples(bus, index)
     result.seconds = time.perf_counter() - started
     return result
@@ -160,6 +171,13 @@ def embed(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> Simila
     return index
 
 
+def build_dataset(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> Snapshot:
+    builder = DatasetBuilder(store)
+    worker = Worker(bus, list(CONSUMED_TOPICS), "trainer", builder.handler, service=SERVICE)
+    drain(bus, worker, progress, "trainer: dataset snapshot")
+    return builder.snapshot(seed=SEED)
+
+
 def drain(bus: MemoryBus, worker: Worker, progress: Progress, description: str) -> None:
     """Run `worker` until its group has committed every message of its topics."""
     total = sum(len(bus.broker.read_all(topic)) for topic in worker.topics)
@@ -217,7 +235,7 @@ def summarise(bus: MemoryBus, store: LocalObjectStore, result: DemoResult) -> No
 
 
 def report(result: DemoResult, workdir: Path, console: Console) -> None:
-    table = Table(title="tubelens demo: crawl, preprocess, embed")
+    table = Table(title="tubelens demo: crawl, preprocess, embed, train")
     table.add_column("what")
     table.add_column("count", justify="right")
     rows = [
@@ -233,6 +251,7 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
         ("thumbnails embedded and indexed", result.embedded_thumbnails),
         ("frames embedded", result.embedded_frames),
         ("objects in the store", result.objects),
+        ("dataset snapshot", f"{result.snapshot_id}: {result.rows} videos"),
         ("dead-lettered", len(result.dead_letters)),
         ("seconds", f"{result.seconds:.1f}"),
     ]
@@ -253,7 +272,10 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
         console.print(f"most similar to {title} (cosine; ranked with the perceptual hash):")
         for other, score, duplicate in matches:
             console.print(f"    {score:.3f}  {other}{'  [near-duplicate]' if duplicate else ''}")
-    console.print(f"objects under {workdir / 'objects'}, JSON logs in {workdir / 'demo.log'}")
+    if result.evaluation is not None:
+        result.evaluation.render(console)
+    console.print(f"objects under {workdir / 'objects'}, metrics in {workdir / 'metrics.json'}")
+    console.print(f"JSON logs in {workdir / 'demo.log'}")
     coming = Table(title="coming to this demo")
     coming.add_column("service")
     coming.add_column("what it adds")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -35,6 +36,12 @@ def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each
     assert row(out, "frames embedded") == row(out, "frames kept (slates dropped)") > 0
     assert "ImageNet concepts seen most in frames:" in out
     assert out.count("most similar to ") == 3
+    assert row(out, "dataset snapshot") > 0 and "videos" in out
+    for task in ("popularity_bucket", "popularity_regression", "channel"):
+        assert f"{task} · time split" in out
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["seed"] == 7 and metrics["split_order"] == ["split_time", "split_channel", "split_random"]
+    assert {t["task"] for t in metrics["tasks"]} == {"popularity_bucket", "popularity_regression", "channel"}
     for reason in (
         "thumbnail body is empty",
         "an HTML page, not an image",
