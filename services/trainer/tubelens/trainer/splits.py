@@ -20,14 +20,16 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from tubelens.embedding.index import NearDuplicatePolicy
 from tubelens.errors import InvalidInput
 from tubelens.images import hamming_distance
 from tubelens.trainer.schema import SPLITS
 
 TRAIN, VAL, TEST = SPLITS
-HAMMING_MAX = 10
-COSINE_MIN = 0.90
-COSINE_MIN_WITHOUT_PHASH = 0.97
+# What counts as the same picture is the embedding service's definition, so the index and the splits agree.
+HAMMING_MAX = NearDuplicatePolicy.max_hamming
+COSINE_MIN = NearDuplicatePolicy.min_cosine
+COSINE_MIN_WITHOUT_PHASH = NearDuplicatePolicy.min_cosine_without_phash
 # Rows of the similarity matrix computed at once: 1024 x 20k float32 is 80 MB.
 BLOCK_ROWS = 1024
 # Channel assignments tried per seed; the one closest to the target fractions wins.
