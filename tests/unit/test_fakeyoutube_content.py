@@ -24,9 +24,10 @@ from PIL import Image
 from tests.fakeyoutubekit import NOW, get, make_catalogue
 from tubelens.errors import InvalidInput
 from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
-from tubelens.fakeyoutube.catalogue import PROFILES, view_bucket
+from tubelens.fakeyoutube.catalogue import PROFILES
 from tubelens.fakeyoutube.media import SAMPLE_RATE, media_mp4, soundtrack
 from tubelens.fakeyoutube.thumbnails import THUMBNAILS, thumbnail_jpeg
+from tubelens.labels import view_bucket
 
 MEDIUM = THUMBNAILS[1]
 REPO = Path(__file__).resolve().parents[2]

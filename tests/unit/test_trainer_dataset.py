@@ -27,13 +27,13 @@ from tubelens import events
 from tubelens.bus import Message
 from tubelens.errors import InvalidInput, NotFound
 from tubelens.fakeyoutube import Catalogue
+from tubelens.labels import view_bucket
 from tubelens.objects import LocalObjectStore
 from tubelens.trainer.dataset import (
     DatasetBuilder,
     load_snapshot,
     log10_views,
     manifest_key,
-    view_bucket,
     views_per_subscriber,
 )
 from tubelens.trainer.schema import EMBEDDING_DIM, SCHEMA, SPLIT_COLUMNS

@@ -106,7 +106,6 @@ CORNERS = ("tl", "tr", "bl", "br")
 SKIN_TONES: tuple[RGB, ...] = ((241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
 
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-VIEW_BUCKETS = 7  # log10 buckets of views: <1e3, 1e3.., ..., >=1e8
 
 
 class BadInput(StrEnum):
@@ -342,11 +341,6 @@ def iso_duration(seconds: int) -> str:
     minutes, secs = divmod(rest, 60)
     parts = [f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M"), (secs, "S")) if n]
     return "PT" + ("".join(parts) or "0S")
-
-
-def view_bucket(views: int) -> int:
-    """0 for <1e3, 1 for 1e3..1e4, ..., 6 for >=1e8."""
-    return min(VIEW_BUCKETS - 1, max(0, int(math.log10(max(views, 1))) - 2))
 
 
 def _rng(seed: int, *scope: object) -> random.Random:

@@ -19,7 +19,6 @@ import io
 import json
 import math
 import threading
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 from tubelens import events
 from tubelens.bus import Message
 from tubelens.errors import InvalidInput, NotFound
+from tubelens.labels import view_bucket
 from tubelens.objects import ObjectStore
 from tubelens.trainer import splits
 from tubelens.trainer.schema import (
@@ -75,11 +75,6 @@ T = TypeVar("T")
 
 
 # labels
-
-
-def view_bucket(views: int) -> int:
-    """0..6 over BUCKET_EDGES, lower bounds inclusive: 999 -> 0, 1000 -> 1, 1e8 -> 6."""
-    return bisect_right(BUCKET_EDGES, views)
 
 
 def log10_views(views: int) -> float:

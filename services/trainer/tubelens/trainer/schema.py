@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from tubelens.labels import BUCKET_EDGES, BUCKET_NAMES
+
 EMBEDDING_DIM = 1280
-# Seven log10 view buckets (seed 000): <1e3, <1e4, <1e5, <1e6, <1e7, <1e8, >=1e8; lower bounds inclusive.
-BUCKET_EDGES = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
-BUCKET_NAMES = ("<1K", "1K-10K", "10K-100K", "100K-1M", "1M-10M", "10M-100M", ">=100M")
+__all__ = ["BUCKET_EDGES", "BUCKET_NAMES", "SCHEMA"]
+
 SPLITS = ("train", "val", "test")
 SPLIT_COLUMNS = ("split_random", "split_channel", "split_time")
 
