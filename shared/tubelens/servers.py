@@ -251,6 +251,7 @@ def start_torchserve(
     if java_executable() is None:
         raise ConfigError("TorchServe needs a Java 17+ runtime on PATH or in JAVA_HOME: bash scripts/ensure-java.sh")
     workdir = workdir.resolve()  # the server runs in workdir, so every path handed to it must be absolute
+    workdir.mkdir(parents=True, exist_ok=True)
     _check_socket_path(workdir / "tmp")
     store = (model_store or workdir / "model-store").resolve()
     store.mkdir(parents=True, exist_ok=True)

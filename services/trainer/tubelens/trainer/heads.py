@@ -28,6 +28,7 @@ from torch import nn
 
 from tubelens.trainer.features import Standardizer
 from tubelens.trainer.metrics import encode
+from tubelens.trainer.ts_handler import build_network
 
 CLASSIFIER = "classifier"
 REGRESSOR = "regressor"
@@ -85,15 +86,9 @@ class HeadConfig:
 
 
 def build_module(config: HeadConfig) -> nn.Module:
-    """The head's network, as described by its config (also what an inference handler calls)."""
-    if config.train.hidden <= 0:
-        return nn.Linear(config.input_dim, config.output_dim)
-    return nn.Sequential(
-        nn.Linear(config.input_dim, config.train.hidden),
-        nn.ReLU(),
-        nn.Dropout(config.train.dropout),
-        nn.Linear(config.train.hidden, config.output_dim),
-    )
+    """The head's network, as described by its config: built by the TorchServe handler's own function, so the
+    served network can never drift from the trained one."""
+    return build_network(config.to_dict())
 
 
 class Head:
