@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _console() -> Console:
     # Paths and addresses print verbatim (no markup, no highlighting), and the hints a reader copies into a
-    # shell are never broken across lines.
-    return Console(markup=False, highlight=False, soft_wrap=True)
+    # shell are never broken across lines. Piped into a file or a CI log, rich would assume 80 columns and squeeze
+    # the metric tables; 132 keeps them readable.
+    console = Console(markup=False, highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(markup=False, highlight=False, soft_wrap=True, width=132)
 
 
 def _demo(args: argparse.Namespace) -> int:
