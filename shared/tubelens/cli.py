@@ -83,6 +83,12 @@ def add_service_commands(commands: Commands) -> None:
         run.set_defaults(run=_run_service, service=name)
         if name == "crawler":
             run.add_argument("--once", action="store_true", help="one crawl cycle (a backfill), then exit")
+        if name == "trainer":
+            run.add_argument(
+                "--task",
+                action="append",
+                help="popularity_bucket, popularity_regression or channel (repeatable; default: all)",
+            )
 
 
 def add_fake_youtube_command(commands: Commands) -> None:

@@ -179,6 +179,18 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     for kind in THUMBNAIL_FAULTS:
         assert letters_error(letters, bad, kind) in ("InvalidInput", "TooLarge"), reasons[kind]
 
+    # The trainer catches up on every event, takes a snapshot, and registers a channel classifier.
+    env["TUBELENS_TRAINER__IDLE_S"] = "3"
+    trainer = tubelens("trainer", "run", "--task", "channel", env=env, log=tmp_path / "trainer.log")
+    assert trainer.wait(timeout=180) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
+    trained = [
+        json.loads(line)
+        for line in (tmp_path / "trainer.log").read_text().splitlines()
+        if '"msg": "model trained"' in line
+    ]
+    assert [(t["task"], t["promoted"]) for t in trained] == [("channel", True)]
+    assert trained[0]["metrics"]["accuracy"] >= 0.5, "far above the 1/8 chance of naming one of eight channels"
+
 
 def embedded(recorder: Recorder, source: int) -> set[str]:
     with recorder.lock:

@@ -56,10 +56,10 @@ def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each
 
 
 def test_a_service_that_is_not_built_yet_says_so_in_one_line(tmp_path: Path) -> None:
-    done = tubelens("trainer", "run", cwd=tmp_path)
+    done = tubelens("predictor", "run", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "tubelens: the trainer service is not built yet; services/trainer/README.md says what it will do"
+        "tubelens: the predictor service is not built yet; services/predictor/README.md says what it will do"
     )
 
 

@@ -1,0 +1,67 @@
+"""A training run: heads on a snapshot, packaged into the registry, promoted only when better, announced."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.datasetkit import NOW, make_world
+from tubelens import events
+from tubelens.bus.memory import MemoryBus
+from tubelens.errors import InvalidInput
+from tubelens.objects.local import LocalObjectStore
+from tubelens.trainer.dataset import DatasetBuilder
+from tubelens.trainer.registry import ModelRegistry
+from tubelens.trainer.train import SPECS, run_training
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path):
+    store = LocalObjectStore(tmp_path / "objects", "tubelens")
+    store.ensure_bucket()
+    world = make_world(store, channels=6, videos_per_channel=20)
+    builder = DatasetBuilder(store)
+    for envelope in world.events:
+        builder.handle(envelope)
+    return store, builder.snapshot(seed=1, now=NOW)
+
+
+def announced(bus: MemoryBus) -> list:
+    return [events.decode(m.value).model_trained for m in bus.broker.read_all(events.MODELS_TRAINED)]
+
+
+def test_a_first_run_publishes_promotes_and_announces_every_task(snapshot) -> None:
+    store, snap = snapshot
+    bus, registry = MemoryBus(), ModelRegistry(store)
+    results = run_training(snap.table, snap.id, list(SPECS), registry=registry, producer=bus.producer(), seed=0)
+    assert [r.entry.task for r in results] == list(SPECS)
+    assert all(r.promoted for r in results), "with no production version, the first candidate is promoted"
+    for result in results:
+        assert registry.production(result.entry.task).version == result.entry.version
+        assert result.entry.snapshot_id == snap.id and result.entry.code_version.startswith("tubelens-trainer")
+        assert SPECS[result.entry.task].metric in result.metrics
+        with zipfile.ZipFile(store.open(result.entry.archive.key)) as mar:
+            assert {"head.pt", "head.json"} <= set(mar.namelist())
+    trained = announced(bus)
+    assert [(e.task, e.promoted) for e in trained] == [(task, True) for task in SPECS]
+    assert all(e.dataset_snapshot_id == snap.id and e.archive.key for e in trained)
+
+
+def test_a_candidate_that_does_not_beat_production_on_the_same_rows_is_not_promoted(snapshot) -> None:
+    store, snap = snapshot
+    bus, registry = MemoryBus(), ModelRegistry(store)
+    first = run_training(snap.table, snap.id, ["channel"], registry=registry, producer=bus.producer(), seed=0)
+    second = run_training(snap.table, snap.id, ["channel"], registry=registry, producer=bus.producer(), seed=1)
+    production = registry.production("channel")
+    beats = second[0].metrics["accuracy"] > first[0].metrics["accuracy"]
+    assert second[0].promoted == beats
+    assert production.version == (second if beats else first)[0].entry.version
+    assert [e.promoted for e in announced(bus)] == [True, beats]
+
+
+def test_an_unknown_task_is_a_clear_error(snapshot) -> None:
+    store, snap = snapshot
+    with pytest.raises(InvalidInput, match="unknown task 'genre'"):
+        run_training(snap.table, snap.id, ["genre"], registry=ModelRegistry(store), producer=MemoryBus().producer())
