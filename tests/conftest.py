@@ -68,3 +68,13 @@ def backbone(exported):
     from tubelens.embedding.backbone import Backbone
 
     return Backbone(exported.path, intra_op_threads=2)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A local object store of the test's own; modules that test against the S3 server define their own `store`."""
+    from tubelens.objects.local import LocalObjectStore
+
+    local = LocalObjectStore(tmp_path / "objects", "tubelens")
+    local.ensure_bucket()
+    return local

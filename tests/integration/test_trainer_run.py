@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,7 @@ from tubelens.trainer.train import SPECS, run_training
 
 
 @pytest.fixture
-def snapshot(tmp_path: Path):
-    store = LocalObjectStore(tmp_path / "objects", "tubelens")
-    store.ensure_bucket()
+def snapshot(store: LocalObjectStore):
     world = make_world(store, channels=6, videos_per_channel=20)
     builder = DatasetBuilder(store)
     for envelope in world.events:

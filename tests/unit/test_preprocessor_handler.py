@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,13 +24,6 @@ from tubelens.v1 import events_pb2
 def origin() -> Iterator[Origin]:
     with running_origin() as origin:
         yield origin
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalObjectStore:
-    store = LocalObjectStore(tmp_path / "objects", "tubelens")
-    store.ensure_bucket()
-    return store
 
 
 @pytest.fixture

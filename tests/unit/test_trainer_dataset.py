@@ -6,7 +6,6 @@ import io
 import math
 import random
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -38,13 +37,6 @@ from tubelens.trainer.dataset import (
 )
 from tubelens.trainer.schema import EMBEDDING_DIM, SCHEMA, SPLIT_COLUMNS
 from tubelens.v1 import events_pb2
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalObjectStore:
-    store = LocalObjectStore(tmp_path / "objects", "tubelens")
-    store.ensure_bucket()
-    return store
 
 
 @pytest.fixture

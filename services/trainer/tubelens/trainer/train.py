@@ -73,32 +73,12 @@ def train_head(table: pa.Table, task: str, *, seed: int) -> Head:
     x = features(table, spec.feature_set).matrix
     masks = split_masks(table, spec.split_column)
     train, val = masks["train"], masks["val"]
-    config = TrainConfig(seed=seed)
+    options = {"feature_set": spec.feature_set, "config": TrainConfig(seed=seed), "quiet": True, "description": task}
     if task == "popularity_regression":
         y = regression_target(table, LOG10_VIEWS)
-        return train_regressor(
-            x[train],
-            y[train],
-            x[val],
-            y[val],
-            target=LOG10_VIEWS,
-            feature_set=spec.feature_set,
-            config=config,
-            quiet=True,
-            description=task,
-        )
+        return train_regressor(x[train], y[train], x[val], y[val], target=LOG10_VIEWS, **options)
     y, labels = _class_labels(table, task)
-    return train_classifier(
-        x[train],
-        y[train],
-        x[val],
-        y[val],
-        labels=labels,
-        feature_set=spec.feature_set,
-        config=config,
-        quiet=True,
-        description=task,
-    )
+    return train_classifier(x[train], y[train], x[val], y[val], labels=labels, **options)
 
 
 def held_out_metrics(head: Head, table: pa.Table, task: str) -> dict[str, float]:
