@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -139,6 +140,17 @@ class _BytesCache:
         return value
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-request (a crawler timing out, a pool closing a kept-alive socket) is routine
+        # for a web server: log it in one line instead of the socketserver default, a traceback on stderr.
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("client went away", extra={"client": client_address[0], "error": type(error).__name__})
+            return
+        log.exception("request failed", extra={"client": client_address[0]})
+
+
 class FakeYouTube:
     """A YouTube stand-in for one catalogue, on a loopback port picked at start.
 
@@ -177,7 +189,7 @@ class FakeYouTube:
     # lifecycle
 
     def start(self) -> FakeYouTube:
-        httpd = ThreadingHTTPServer(self._address, _Handler)
+        httpd = _Server(self._address, _Handler)
         httpd.daemon_threads = True
         httpd.fake = self  # type: ignore[attr-defined]
         self._httpd = httpd
