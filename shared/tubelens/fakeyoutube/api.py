@@ -19,6 +19,7 @@ from datetime import datetime
 
 from tubelens.fakeyoutube.catalogue import Catalogue, Channel, Video, iso_duration, rfc3339
 from tubelens.fakeyoutube.thumbnails import available_thumbnails
+from tubelens.labels import VIDEO_CATEGORIES
 
 # Units per call, as documented at developers.google.com/youtube/v3/determine_quota_cost.
 QUOTA_COSTS = {
@@ -36,41 +37,6 @@ SEARCH_THUMBNAILS = ("default", "medium", "high")
 SEARCH_DESCRIPTION_CHARS = 160
 _ADDRESS = re.compile(r"https?://[^/\"]+")
 YOUTUBE_CHANNEL = "UCBR8-60-B28hp2BmDPdntcQ"  # the channel that owns the video categories
-# videoCategories.list?regionCode=US: (id, title, assignable).
-VIDEO_CATEGORIES = (
-    ("1", "Film & Animation", True),
-    ("2", "Autos & Vehicles", True),
-    ("10", "Music", True),
-    ("15", "Pets & Animals", True),
-    ("17", "Sports", True),
-    ("18", "Short Movies", False),
-    ("19", "Travel & Events", True),
-    ("20", "Gaming", True),
-    ("21", "Videoblogging", False),
-    ("22", "People & Blogs", True),
-    ("23", "Comedy", True),
-    ("24", "Entertainment", True),
-    ("25", "News & Politics", True),
-    ("26", "Howto & Style", True),
-    ("27", "Education", True),
-    ("28", "Science & Technology", True),
-    ("29", "Nonprofits & Activism", True),
-    ("30", "Movies", False),
-    ("31", "Anime/Animation", False),
-    ("32", "Action/Adventure", False),
-    ("33", "Classics", False),
-    ("34", "Comedy", False),
-    ("35", "Documentary", False),
-    ("36", "Drama", False),
-    ("37", "Family", False),
-    ("38", "Foreign", False),
-    ("39", "Horror", False),
-    ("40", "Sci-Fi/Fantasy", False),
-    ("41", "Thriller", False),
-    ("42", "Shorts", False),
-    ("43", "Shows", False),
-    ("44", "Trailers", False),
-)
 
 
 class ApiError(Exception):
