@@ -10,12 +10,22 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from tubelens.errors import ConfigError
+
+
+def _host_list(value: object) -> object:
+    """Allowlisted host names: comma-separated in the environment, compared case-insensitively as DNS names are."""
+    if isinstance(value, str):
+        return tuple(host.strip().lower().rstrip(".") for host in value.split(",") if host.strip())
+    return value
+
+
+HostList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_host_list)]
 
 DEFAULT_ENV_FILE = Path(".tubelens") / "stack.env"
 

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, Field
 
-from pydantic import BaseModel, BeforeValidator, Field
-from pydantic_settings import NoDecode
-
-from tubelens.settings import TubelensSettings
+from tubelens.settings import HostList, TubelensSettings
 
 MB = 1024 * 1024
 YOUTUBE_IMAGE_HOSTS = ("i.ytimg.com", "i1.ytimg.com", "i2.ytimg.com", "i3.ytimg.com", "i4.ytimg.com", "i9.ytimg.com")
-
-
-def _host_list(value: object) -> object:
-    """A comma-separated string from the environment, compared case-insensitively like DNS names."""
-    if isinstance(value, str):
-        return tuple(host.strip().lower().rstrip(".") for host in value.split(",") if host.strip())
-    return value
-
-
-HostList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_host_list)]
 
 
 class PreprocessorSettings(BaseModel):
