@@ -1,8 +1,9 @@
-"""Fetch thumbnails and media from an allowlist of hosts, with a size cap enforced while the bytes arrive.
+"""Fetch thumbnails and media from an allowlist of hosts, with a size cap enforced while the bytes arrive: the
+preprocessor's inputs and the image URLs callers hand the predictor.
 
-The URLs come from events, so from the outside world: every URL and every redirect hop is checked against the
-allowlist before a connection is opened (no SSRF into the cluster), bodies are streamed into a sink and cut off
-past the cap, and every failure becomes a typed error that tells the bus worker whether a retry can help:
+The URLs come from events and requests, so from the outside world: every URL and every redirect hop is checked
+against the allowlist before a connection is opened (no SSRF into the cluster), bodies are streamed into a sink and
+cut off past the cap, and every failure becomes a typed error that tells the bus worker whether a retry can help:
   - NotFound (404, 410): the thumbnail of a deleted or private video does not come back; dead-lettered at once,
     and a DLQ replay covers the rare video that reappears.
   - Unavailable (429, 408, 5xx, connection errors, timeouts, a truncated transfer): retried with backoff.
@@ -25,7 +26,7 @@ from urllib3.util import parse_url
 from tubelens.errors import InvalidInput, NotFound, TooLarge, Unavailable
 
 CHUNK_BYTES = 64 * 1024
-USER_AGENT = "tubelens-preprocessor"
+DEFAULT_USER_AGENT = "tubelens"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 GONE = frozenset({404, 410})
 TRANSIENT = frozenset({408, 425, 429})
@@ -49,9 +50,11 @@ class Fetcher:
         connect_timeout_s: float,
         read_timeout_s: float,
         max_redirects: int = 3,
+        user_agent: str = DEFAULT_USER_AGENT,
     ) -> None:
         self.allowed_hosts = frozenset(host.lower() for host in allowed_hosts)
         self.max_redirects = max_redirects
+        self.user_agent = user_agent
         # Redirects and retries are ours: urllib3 would follow a redirect to any host, and the bus worker
         # already retries a failed message with backoff.
         self._pool = urllib3.PoolManager(
@@ -103,7 +106,7 @@ class Fetcher:
                 "GET",
                 url,
                 # Compressed bodies are not decoded: a gzip bomb would pass the cap only after decompression.
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                headers={"User-Agent": self.user_agent, "Accept-Encoding": "identity"},
                 preload_content=False,
                 redirect=False,
             )

@@ -27,11 +27,11 @@ from prometheus_client import Counter, Histogram
 from tubelens import events
 from tubelens.bus import Message, Producer
 from tubelens.errors import InvalidInput, NotFound
+from tubelens.fetch import Fetcher
 from tubelens.logs import log_context
 from tubelens.metrics import LATENCY_BUCKETS
 from tubelens.objects import ObjectStore
 from tubelens.preprocessor.audio import audio_features, store_audio_features
-from tubelens.preprocessor.fetch import Fetcher
 from tubelens.preprocessor.frames import extract_frames, store_frames
 from tubelens.preprocessor.media import HEAD_BYTES, sniff_media
 from tubelens.preprocessor.settings import PreprocessorSettings
@@ -83,6 +83,7 @@ class PreprocessorHandler:
             connect_timeout_s=settings.connect_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             max_redirects=settings.max_redirects,
+            user_agent="tubelens-preprocessor",
         )
 
     def __call__(self, message: Message) -> None:
