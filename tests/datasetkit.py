@@ -1,8 +1,9 @@
 """What the trainer dataset tests share: the events the pipeline would publish for a stand-in catalogue.
 
 Each visible video gets what the crawler, preprocessor and embedding service would say of it: VideoDiscovered,
-StatsSnapshots at discovery and at the refresh slots it has lived through, ThumbnailStored with a pHash, and a
-thumbnail EmbeddingComputed whose float32 [1, 1280] vectors object lies in the store; videos with media also get
+StatsSnapshots at discovery and at the refresh slots it has lived through, ThumbnailStored with a pHash and the
+video's rendered thumbnail stored as the preprocessor stores it (original, 120x90, 224x224), and a thumbnail
+EmbeddingComputed whose float32 [1, 1280] vectors object lies in the store; videos with media also get
 FramesExtracted and a frames EmbeddingComputed. Vectors are random unit vectors (never near each other in 1280
 dimensions) unless a test plants near-duplicates.
 """
@@ -10,15 +11,19 @@ dimensions) unless a test plants near-duplicates.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tubelens import events
-from tubelens.fakeyoutube import Catalogue, Video
+from tubelens.fakeyoutube import Catalogue, Channel, Video
+from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
 from tubelens.objects import ObjectStore
+from tubelens.preprocessor.thumbnails import PreparedThumbnail, prepare_thumbnail, store_thumbnail
 from tubelens.trainer.schema import EMBEDDING_DIM
 from tubelens.v1 import common_pb2, events_pb2
 
@@ -27,6 +32,8 @@ MODEL = common_pb2.ModelSpec(name="efficientnet_lite0", version="test")
 # When the crawler sees a video after upload, and the refresh slots it then asks for.
 DISCOVERY_DELAY = timedelta(hours=1)
 SLOTS = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
+THUMBNAIL_FILE = "mqdefault.jpg"  # the size the preprocessor prefers
+MAX_PIXELS = 40_000_000
 
 
 def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -106,8 +113,21 @@ def observations(video: Video, now: datetime) -> list[tuple[datetime, str]]:
     return seen
 
 
-def thumbnail_stored(video_id: str, phash: int) -> events_pb2.Envelope:
-    return wrap(events_pb2.ThumbnailStored(video_id=video_id, source_format="JPEG", phash=phash))
+def put_thumbnail(store: ObjectStore, catalogue: Catalogue, video: Video) -> list[events_pb2.StoredImage]:
+    """The video's rendered thumbnail stored as the preprocessor stores it: the original and its normalized variants."""
+    prepared = _prepared_thumbnail(catalogue.channel(video.channel_id), video)
+    return list(store_thumbnail(store, prepared, video_id=video.id, source_url="").images)
+
+
+@cache
+def _prepared_thumbnail(channel: Channel, video: Video) -> PreparedThumbnail:
+    # Rendering and deriving the variants is most of a world's cost; every test's world draws the same videos.
+    data = thumbnail_jpeg(channel, video, BY_FILE[THUMBNAIL_FILE])
+    return prepare_thumbnail(data, max_pixels=MAX_PIXELS)
+
+
+def thumbnail_stored(video_id: str, phash: int, images: Sequence[events_pb2.StoredImage] = ()) -> events_pb2.Envelope:
+    return wrap(events_pb2.ThumbnailStored(video_id=video_id, source_format="JPEG", images=images, phash=phash))
 
 
 def thumbnail_embedding(video_id: str, vectors: common_pb2.ObjectRef, concepts=()) -> events_pb2.Envelope:
@@ -155,6 +175,7 @@ class World:
     vectors: dict[str, np.ndarray]
     phashes: dict[str, int]
     events: list[events_pb2.Envelope] = field(default_factory=list)
+    thumbnail_keys: dict[str, str] = field(default_factory=dict)  # the 224x224 variant the embedding service embeds
 
     def video(self, video_id: str) -> Video:
         return next(v for v in self.videos if v.id == video_id)
@@ -187,7 +208,9 @@ def video_events(world: World, store: ObjectStore, video: Video) -> list[events_
     """Everything the pipeline says of one video, in the order it would say it."""
     found = [discovered(world.catalogue, video)]
     found += [stats(world.catalogue, video, when, slot) for when, slot in observations(video, NOW)]
-    found.append(thumbnail_stored(video.id, world.phashes[video.id]))
+    images = put_thumbnail(store, world.catalogue, video)
+    world.thumbnail_keys[video.id] = next(image.ref.key for image in images if image.variant == "224x224")
+    found.append(thumbnail_stored(video.id, world.phashes[video.id], images))
     ref = put_array(store, world.vectors[video.id][None, :], "embeddings/thumbnails")
     found.append(thumbnail_embedding(video.id, ref, [concept(1, "goldfish", 0.5), concept(2, "shark", 0.2)]))
     if video.has_media:

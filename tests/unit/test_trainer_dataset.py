@@ -124,6 +124,9 @@ def test_rows_carry_the_latest_views_and_the_24h_slot(store: LocalObjectStore, w
         assert row["views_per_subscriber"] == pytest.approx(row["views"] / channel.subscribers)
         assert (row["channel"], row["genre"]) == (video.channel_id, video.category_id)
         assert row["phash"] == world.phashes[video.id]
+        # The 224x224 variant the embedding service embeds, not the original stored beside it.
+        assert row["thumbnail_key"] == world.thumbnail_keys[video.id]
+        assert row["thumbnail_key"].startswith("thumbnails/224x224/") and store.exists(row["thumbnail_key"])
         assert row["published_at"] == video.published_at
         if video.published_at + timedelta(hours=24) <= NOW:
             with_24h += 1
@@ -191,11 +194,13 @@ def test_redelivered_and_reordered_events_change_nothing(store: LocalObjectStore
 
 
 def test_incomplete_videos_are_skipped_and_counted(store: LocalObjectStore, world: World) -> None:
-    no_embedding, no_stats, no_discovery, gone, garbled = (v.id for v in world.videos[:5])
+    no_embedding, no_stats, no_discovery, gone, garbled, no_thumbnail_stored = (v.id for v in world.videos[:6])
 
     def keep(envelope: events_pb2.Envelope) -> bool:
         which = envelope.WhichOneof("payload")
         video_id = getattr(envelope, which).video_id
+        if video_id == no_thumbnail_stored:
+            return which != "thumbnail_stored"
         if video_id == no_embedding:
             return which != "embedding_computed"
         if video_id == no_stats:
@@ -221,6 +226,8 @@ def test_incomplete_videos_are_skipped_and_counted(store: LocalObjectStore, worl
     assert snapshot.manifest["videos_seen"] == len(world.videos)
     assert snapshot.table.num_rows == len(world.videos) - 5
     assert not {no_embedding, no_stats, no_discovery, gone, garbled} & set(snapshot.table["video_id"].to_pylist())
+    # Without its ThumbnailStored a video is still a row, with no thumbnail to fine-tune on.
+    assert rows_by_id(snapshot.table)[no_thumbnail_stored]["thumbnail_key"] == ""
 
 
 def test_vectors_are_fetched_once_and_kept_while_a_video_names_them(store: LocalObjectStore, world: World) -> None:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from tubelens import events
 from tubelens.bus import Message
+from tubelens.embedding.handler import PREFERRED_VARIANTS
 from tubelens.errors import InvalidInput, NotFound
 from tubelens.labels import view_bucket
 from tubelens.objects import ObjectStore
@@ -143,6 +144,7 @@ class _Record:
     stats: _Latest[_Stats] | None = None
     stats_fixed_slot: _Latest[_Stats] | None = None
     phash: _Latest[int] | None = None
+    thumbnail_key: _Latest[str] | None = None
     thumbnail: _Latest[_Embedding] | None = None
     frames: _Latest[_Embedding] | None = None
     audio: _Latest[_Audio] | None = None
@@ -254,7 +256,9 @@ class DatasetBuilder:
     def _fold_thumbnail_stored(self, envelope: events_pb2.Envelope) -> None:
         stored = envelope.thumbnail_stored
         record = self._record(stored.video_id)
-        record.phash = _upsert(record.phash, envelope.produced_at.ToNanoseconds(), stored.phash)
+        at_ns = envelope.produced_at.ToNanoseconds()
+        record.phash = _upsert(record.phash, at_ns, stored.phash)
+        record.thumbnail_key = _upsert(record.thumbnail_key, at_ns, embedded_image_key(stored))
 
     def _fold_frames_extracted(self, envelope: events_pb2.Envelope) -> None:
         extracted = envelope.frames_extracted
@@ -402,6 +406,7 @@ def _table(
         "channel": channels,
         "genre": [video.category_id for video in videos],
         "thumbnail_embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()), EMBEDDING_DIM),
+        "thumbnail_key": [r.thumbnail_key.value if r.thumbnail_key else "" for _, r, _ in rows],
         "frames_vectors_key": [r.frames.value.vectors_key if r.frames else "" for _, r, _ in rows],
         "frame_count": [r.frames.value.count if r.frames else 0 for _, r, _ in rows],
         "audio_features_key": [r.audio.value.key if r.audio else "" for _, r, _ in rows],
@@ -429,6 +434,12 @@ def _top_concepts(record: _Record) -> tuple[dict[str, Any], ...]:
     if record.frames is not None and record.frames.value.concepts:
         return record.frames.value.concepts
     return record.thumbnail.value.concepts
+
+
+def embedded_image_key(stored: events_pb2.ThumbnailStored) -> str:
+    """The key of the variant the embedding service embeds, by its own preference; "" when the event names none."""
+    by_variant = {image.variant: image.ref.key for image in stored.images if image.ref.key}
+    return next((by_variant[variant] for variant in PREFERRED_VARIANTS if variant in by_variant), "")
 
 
 def _concepts(concepts: Any, *, count: int | None = None) -> tuple[dict[str, Any], ...]:

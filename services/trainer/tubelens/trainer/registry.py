@@ -1,9 +1,13 @@
-"""The model registry: trained heads packaged as TorchServe archives, kept in the object store by task and version,
+"""The model registry: trained models packaged as TorchServe archives, kept in the object store by task and version,
 with one production version per task that a candidate replaces only by beating it on the same held-out rows.
+
+Two kinds of model share one packaging path (`package_model`): heads on frozen embeddings (`package_head`: handler
+`ts_handler.py`, head.pt, head.json) and fine-tuned image classifiers (`package_finetuned`: handler
+`ts_image_handler.py`, image_classifier.pt, image_classifier.json).
 
 Layout in the store:
 
-    models/<task>/<version>/model.mar       the TorchServe archive (handler `ts_handler.py`, head.pt, head.json)
+    models/<task>/<version>/model.mar       the TorchServe archive: its handler and the model's files
     models/<task>/<version>/metrics.json    the candidate's metrics on the held-out split used for promotion
     models/<task>/<version>/model_card.md
     models/<task>/<version>/entry.json      written last: a version is listed only once all of it is stored
@@ -21,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,10 +36,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, TubelensError
 from tubelens.objects import ObjectInfo, ObjectStore
 from tubelens.objects.base import CHUNK_BYTES
+from tubelens.trainer import ts_image_handler
 from tubelens.trainer.heads import CONFIG_FILE, STATE_FILE
 from tubelens.v1 import events_pb2
 
 HANDLER = Path(__file__).with_name("ts_handler.py")
+IMAGE_HANDLER = Path(__file__).with_name("ts_image_handler.py")
 PREFIX = "models"
 ARCHIVE_FILE = "model.mar"
 METRICS_FILE = "metrics.json"
@@ -73,18 +80,29 @@ class RegistryEntry:
 def package_head(head_dir: Path, *, task: str, version: str, out_dir: Path) -> Path:
     """Build `<out_dir>/<task>.mar` from a saved head (head.pt + head.json) and `ts_handler.py`, replacing an
     archive of the same task there."""
+    files = _saved_files(head_dir, (STATE_FILE, CONFIG_FILE), what="head", field="head_dir")
+    return package_model(files, HANDLER, task=task, version=version, out_dir=out_dir)
+
+
+def package_finetuned(model_dir: Path, *, task: str, version: str, out_dir: Path) -> Path:
+    """Build `<out_dir>/<task>.mar` from a saved fine-tuned image classifier (`finetune.FineTuned.save`) and
+    `ts_image_handler.py`, replacing an archive of the same task there."""
+    names = (ts_image_handler.MODEL_FILE, ts_image_handler.CONFIG_FILE)
+    files = _saved_files(model_dir, names, what="fine-tuned image classifier", field="model_dir")
+    return package_model(files, IMAGE_HANDLER, task=task, version=version, out_dir=out_dir)
+
+
+def package_model(files: Sequence[Path], handler: Path, *, task: str, version: str, out_dir: Path) -> Path:
+    """Build `<out_dir>/<task>.mar` with torch-model-archiver: `handler` as the entry point and `files` beside it
+    (TorchServe unpacks them into the handler's model_dir), replacing an archive of the same task there."""
     _check_name(task, "task")
     _check_name(version, "version")
-    files = [head_dir / STATE_FILE, head_dir / CONFIG_FILE]
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise NotFound(f"not a saved head, missing: {', '.join(missing)}", field="head_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         _archiver(),
         "--model-name", task,
         "--version", version,
-        "--handler", str(HANDLER),
+        "--handler", str(handler),
         "--extra-files", ",".join(str(path.resolve()) for path in files),
         "--export-path", str(out_dir.resolve()),
         "--archive-format", "default",
@@ -97,8 +115,17 @@ def package_head(head_dir: Path, *, task: str, version: str, out_dir: Path) -> P
     archive = out_dir / f"{task}.mar"
     if done.returncode != 0 or not archive.is_file():
         output = (done.stderr or done.stdout).strip()[-2000:]
-        raise PackagingError(f"torch-model-archiver failed (exit {done.returncode}) for {head_dir}: {output}")
+        sources = ", ".join(str(path) for path in files)
+        raise PackagingError(f"torch-model-archiver failed (exit {done.returncode}) for {sources}: {output}")
     return archive
+
+
+def _saved_files(directory: Path, names: Sequence[str], *, what: str, field: str) -> list[Path]:
+    files = [directory / name for name in names]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise NotFound(f"not a saved {what}, missing: {', '.join(missing)}", field=field)
+    return files
 
 
 def _archiver() -> str:

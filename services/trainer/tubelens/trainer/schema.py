@@ -8,7 +8,9 @@ first 8 hex of the sha256 of the Parquet bytes, e.g. `20261122T070000Z-1a2b3c4d`
 One row per video that has a VideoDiscovered, at least one StatsSnapshot and a thumbnail EmbeddingComputed.
 Labels come from the latest stats snapshot with the video's age as a feature (`age_seconds`): the embedded demo
 crawls once and sees each video at one, varying, age. Views at the fixed 24h slot are kept too when observed
-(`views_24h`, null otherwise).
+(`views_24h`, null otherwise). `thumbnail_key` names the stored thumbnail variant that the embedding service
+embeds (its preferred one: the normalized 224x224 crop, else the original), so that models fine-tuned on images
+see what the embedding was computed from.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ SCHEMA = pa.schema(
         ("channel", pa.string()),  # the channel classifier's label (= channel_id)
         ("genre", pa.string()),  # the genre label (= YouTube category_id)
         ("thumbnail_embedding", pa.list_(pa.float32(), EMBEDDING_DIM)),  # L2-normalized
+        ("thumbnail_key", pa.string()),  # object key of the image the embedding service embeds; "" if unknown
         ("frames_vectors_key", pa.string()),  # object key of the frames' float32 [n, 1280] .npy; "" if none
         ("frame_count", pa.int32()),
         ("audio_features_key", pa.string()),  # object key of the float32 [seconds, bands] .npy; "" if none
