@@ -27,9 +27,10 @@ from tubelens.trainer.heads import (
     build_module,
     load_head,
     train_classifier,
-    train_regressor,
+    train_ridge,
 )
 from tubelens.trainer.registry import ModelRegistry, RegistryEntry, model_trained_event, package_head
+from tubelens.trainer.schema import BUCKET_NAMES
 
 LABELS = ["low", "mid", "high"]
 FEATURES = 5
@@ -60,7 +61,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     classifier = train_classifier(
         x[:180], labels[:180], x[180:], labels[180:], labels=LABELS, feature_set="metadata", config=config, quiet=True
     )
-    regressor = train_regressor(
+    # The popularity model's kind: a ridge regressor with a predictive spread.
+    regressor = train_ridge(
         x[:180], target[:180], x[180:], target[180:], target="log10_views", feature_set="metadata", quiet=True
     )
     root = tmp_path_factory.mktemp("heads")
@@ -155,6 +157,12 @@ def test_the_served_regressor_answers_in_target_units_as_the_head_does(
     served = np.array([answer["prediction"] for answer in answers])
     assert np.abs(served - trained.regressor.predict(trained.rows)).max() <= TOLERANCE
     assert served.min() > 0.5  # original units (log10 views around 3), not the standardized target
+    assert all(answer["sigma"] == trained.regressor.sigma for answer in answers)
+    assert all(answer["buckets"] == list(BUCKET_NAMES) for answer in answers)
+    buckets = np.array([answer["bucket_probabilities"] for answer in answers])
+    assert np.abs(buckets - trained.regressor.bucket_probabilities(trained.rows)).max() <= TOLERANCE
+    low, high = trained.regressor.interval(trained.rows)
+    assert np.abs(np.array([answer["interval"] for answer in answers]) - np.column_stack([low, high])).max() <= 1e-4
 
 
 def test_concurrent_requests_batched_together_each_get_their_own_rows(

@@ -32,8 +32,11 @@ def announced(bus: MemoryBus) -> list:
 def test_a_first_run_publishes_promotes_and_announces_every_task(snapshot) -> None:
     store, snap = snapshot
     bus, registry = MemoryBus(), ModelRegistry(store)
-    results = run_training(snap.table, snap.id, list(SPECS), registry=registry, producer=bus.producer(), seed=0)
-    assert [r.entry.task for r in results] == list(SPECS)
+    # Six channels of six categories leave no genre shared by held-out channels: genre's own run test has a world
+    # with categories to spare (tests/integration/test_trainer_genre_serving.py).
+    tasks = [task for task in SPECS if task != "genre"]
+    results = run_training(snap.table, snap.id, tasks, registry=registry, producer=bus.producer(), seed=0)
+    assert [r.entry.task for r in results] == tasks
     assert all(r.promoted for r in results), "with no production version, the first candidate is promoted"
     for result in results:
         assert registry.production(result.entry.task).version == result.entry.version
@@ -42,7 +45,7 @@ def test_a_first_run_publishes_promotes_and_announces_every_task(snapshot) -> No
         with zipfile.ZipFile(store.open(result.entry.archive.key)) as mar:
             assert {"head.pt", "head.json"} <= set(mar.namelist())
     trained = announced(bus)
-    assert [(e.task, e.promoted) for e in trained] == [(task, True) for task in SPECS]
+    assert [(e.task, e.promoted) for e in trained] == [(task, True) for task in tasks]
     assert all(e.dataset_snapshot_id == snap.id and e.archive.key for e in trained)
 
 
@@ -60,5 +63,7 @@ def test_a_candidate_that_does_not_beat_production_on_the_same_rows_is_not_promo
 
 def test_an_unknown_task_is_a_clear_error(snapshot) -> None:
     store, snap = snapshot
-    with pytest.raises(InvalidInput, match="unknown task 'genre'"):
-        run_training(snap.table, snap.id, ["genre"], registry=ModelRegistry(store), producer=MemoryBus().producer())
+    with pytest.raises(InvalidInput, match="unknown task 'no_such_task'"):
+        run_training(
+            snap.table, snap.id, ["no_such_task"], registry=ModelRegistry(store), producer=MemoryBus().producer()
+        )

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from tubelens.embedding.text import TEXT_DIM
 from tubelens.trainer import evaluate as ev
 from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, METADATA_ONLY, ChannelMean, MajorityClass
 from tubelens.trainer.features import (
@@ -26,6 +27,7 @@ from tubelens.trainer.features import (
     METADATA,
     METADATA_FEATURES,
     MULTIMODAL,
+    TITLE,
     Standardizer,
     bucket_labels,
     features,
@@ -94,6 +96,7 @@ def _table(rng, channel_of, embeddings, subscribers, published, age_seconds, vie
         "channel": channel_ids,
         "genre": ["22"] * n,
         "thumbnail_embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()), EMBEDDING_DIM),
+        "thumbnail_key": [""] * n,
         "frames_vectors_key": [""] * n,
         "frame_count": np.zeros(n, dtype=np.int32),
         "audio_features_key": [""] * n,
@@ -160,12 +163,11 @@ def test_features_never_see_the_labels(table: pa.Table) -> None:
         np.testing.assert_array_equal(features(table, feature_set).matrix, features(scrambled, feature_set).matrix)
 
 
-def test_multimodal_is_image_beside_metadata(table: pa.Table) -> None:
+def test_multimodal_is_image_title_and_metadata_side_by_side(table: pa.Table) -> None:
     multimodal = features(table, MULTIMODAL)
-    assert multimodal.blocks == [(IMAGE, EMBEDDING_DIM), (METADATA, len(METADATA_FEATURES))]
-    np.testing.assert_array_equal(
-        multimodal.matrix, np.hstack([features(table, IMAGE).matrix, features(table, METADATA).matrix])
-    )
+    assert multimodal.blocks == [(IMAGE, EMBEDDING_DIM), (TITLE, TEXT_DIM), (METADATA, len(METADATA_FEATURES))]
+    parts = [features(table, block).matrix for block in (IMAGE, TITLE, METADATA)]
+    np.testing.assert_array_equal(multimodal.matrix, np.hstack(parts))
 
 
 def test_standardization_is_fitted_on_training_rows_only(table: pa.Table) -> None:
@@ -303,7 +305,7 @@ def test_each_table_carries_models_then_baselines(report: ev.Report) -> None:
 
 
 def test_channel_task_is_skipped_on_held_out_channels_with_its_reason(report: ev.Report) -> None:
-    skipped = [task for task in report.tasks if task.skipped]
+    skipped = [task for task in report.tasks if task.skipped and task.task != ev.GENRE]  # no store: genre is skipped
     assert [(task.task, task.split_column) for task in skipped] == [(ev.CHANNEL, "split_channel")]
     assert "no test video's channel was seen in training" in skipped[0].skipped and skipped[0].results == []
     assert "no test video's channel was seen in training" in report.to_text()
@@ -317,7 +319,11 @@ def test_channel_mean_is_the_global_mean_on_held_out_channels(table: pa.Table, r
 
 
 def test_report_lists_honest_splits_first_and_serializes(report: ev.Report) -> None:
-    assert [task.split_column for task in report.tasks[::3]] == ["split_time", "split_channel", "split_random"]
+    assert [task.split_column for task in report.tasks[:: len(ev.TASKS)]] == [
+        "split_time",
+        "split_channel",
+        "split_random",
+    ]
     document = json.loads(report.to_json())
     assert document["seed"] == 0 and document["rows"] == 800 and document["seconds"] > 0
     first = document["tasks"][0]
@@ -337,7 +343,7 @@ def test_evaluation_is_reproducible_for_a_seed(table: pa.Table, report: ev.Repor
 
 def test_unknown_tasks_and_empty_parts_are_named(table: pa.Table) -> None:
     with pytest.raises(ValueError, match="unknown task"):
-        ev.evaluate_task(table, "genre", "split_time")
+        ev.evaluate_task(table, "no_such_task", "split_time")
     no_val = table.set_column(
         table.schema.get_field_index("split_time"), "split_time", pa.array(["train"] * 700 + ["test"] * 100)
     )

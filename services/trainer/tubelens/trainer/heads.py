@@ -28,6 +28,7 @@ from torch import nn
 
 from tubelens.trainer.features import Standardizer
 from tubelens.trainer.metrics import encode
+from tubelens.trainer.schema import BUCKET_EDGES, BUCKET_NAMES
 from tubelens.trainer.ts_handler import build_network
 
 CLASSIFIER = "classifier"
@@ -69,6 +70,14 @@ class HeadConfig:
     target: str = ""  # regressor: what it predicts
     target_mean: float = 0.0  # regressor: outputs are (target - target_mean) / target_scale
     target_scale: float = 1.0
+    # Ridge regressors: the penalty chosen on the validation rows, and the spread of the validation residuals in
+    # target units, which turns a point prediction into a distribution (an interval, bucket probabilities).
+    ridge_lambda: float = 0.0
+    residual_sigma: float = 0.0
+    # log10-view regressors: the bucket thresholds in target units, lowest first (see `bucket_thresholds`), and the
+    # names of the buckets they bound (one more than thresholds), so a server needs nothing else to answer buckets.
+    bucket_thresholds: list[float] = field(default_factory=list)
+    bucket_names: list[str] = field(default_factory=list)
     outcome: TrainOutcome | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +136,27 @@ class Regressor(Head):
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         standardized = self.outputs(matrix)[:, 0].astype(np.float64)
         return standardized * self.config.target_scale + self.config.target_mean
+
+    @property
+    def sigma(self) -> float:
+        if self.config.residual_sigma <= 0:
+            raise ValueError("this regressor has no residual spread: it was not fitted by `train_ridge`")
+        return self.config.residual_sigma
+
+    def interval(self, matrix: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+        """Low and high ends of the central interval (95 % for z = 1.96), in target units."""
+        predicted = self.predict(matrix)
+        return predicted - z * self.sigma, predicted + z * self.sigma
+
+    def bucket_probabilities(self, matrix: np.ndarray) -> np.ndarray:
+        """[n, 7] probabilities of each view bucket under a normal distribution of log10 views around the
+        prediction; columns in `BUCKET_NAMES` order. The buckets are intervals of one number, so reading them off the
+        regression keeps their order and lets a near miss cost less than a far one, which a softmax over seven
+        unordered classes does not know."""
+        return bucket_probabilities(self.predict(matrix), self.sigma, self.config.bucket_thresholds)
+
+    def predict_bucket(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(BUCKET_NAMES, dtype=object)[self.bucket_probabilities(matrix).argmax(axis=1)]
 
 
 def load_head(directory: Path) -> Classifier | Regressor:
@@ -214,6 +244,118 @@ def train_regressor(
     )
     head_config.outcome = outcome
     return Regressor(head_config, module)
+
+
+@dataclass(frozen=True)
+class RidgeConfig:
+    # Penalties tried, on the standardized features and target; the one with the lowest validation error is kept.
+    lambdas: tuple[float, ...] = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+    seed: int = 0  # ridge is exact and needs no randomness; kept so every head records the seed of its run
+
+
+def bucket_thresholds(target: str) -> list[float]:
+    """The view-bucket lower bounds in the units of `target`, or [] when buckets cannot be read off it.
+
+    A video is in bucket k when its views reach `BUCKET_EDGES[k - 1]`, and the target is log10(views + 1)."""
+    if target != "log10_views":
+        return []
+    return [math.log10(edge + 1) for edge in BUCKET_EDGES]
+
+
+def bucket_probabilities(mean: np.ndarray, sigma: float, thresholds: list[float]) -> np.ndarray:
+    """P(bucket) under Normal(mean, sigma) for each row; torch's ndtr, so the TorchServe handler (which computes
+    the same with the same function) agrees bit for bit."""
+    if not thresholds:
+        raise ValueError("bucket probabilities need a log10-views regressor")
+    z = (torch.tensor(thresholds, dtype=torch.float64)[None, :] - torch.from_numpy(np.asarray(mean))[:, None]) / sigma
+    below = torch.special.ndtr(z)
+    cumulative = torch.cat(
+        [torch.zeros(len(mean), 1, dtype=torch.float64), below, torch.ones(len(mean), 1, dtype=torch.float64)], dim=1
+    )
+    return torch.diff(cumulative, dim=1).clamp_min(0.0).numpy()
+
+
+def train_ridge(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    target: str,
+    feature_set: str,
+    shared_scale_spans: tuple[tuple[int, int], ...] = (),
+    config: RidgeConfig = RidgeConfig(),  # noqa: B008 - frozen, so one shared default is safe
+    quiet: bool = False,
+    description: str = "",
+) -> Regressor:
+    """A linear regressor fitted in closed form with an L2 penalty chosen on the validation rows.
+
+    A few hundred or thousand labelled videos against 1,700 embedding dimensions is the regime where a linear model
+    overfits unless it is shrunk, and where gradient descent with early stopping shrinks by accident. Ridge makes the
+    shrinkage the one explicit, validated choice, and is exact and fast (one SVD for every penalty). Embedding
+    blocks (`shared_scale_spans`) are scaled as a whole, not per dimension: dividing each of 1,280 dimensions by its
+    own, often tiny, spread would blow up noise directions, and an unseen channel's thumbnails then land far off.
+
+    The validation residuals' spread becomes `residual_sigma`, so the prediction comes with an interval and, for log10
+    views, with bucket probabilities.
+    """
+    if len(x_val) == 0:
+        raise ValueError("choosing the penalty needs validation rows; none were given")
+    started = time.perf_counter()
+    y_train = np.asarray(y_train, dtype=np.float64)
+    spread = float(y_train.std())
+    head_config = HeadConfig(
+        kind=REGRESSOR,
+        feature_set=feature_set,
+        input_dim=x_train.shape[1],
+        output_dim=1,
+        standardizer=Standardizer.fit(x_train, shared_scale_spans=shared_scale_spans),
+        train=TrainConfig(hidden=0, seed=config.seed),
+        target=target,
+        target_mean=float(y_train.mean()),
+        target_scale=spread if spread > 1e-8 else 1.0,
+        bucket_thresholds=bucket_thresholds(target),
+        bucket_names=list(BUCKET_NAMES) if bucket_thresholds(target) else [],
+    )
+    x = head_config.standardizer.transform(x_train).astype(np.float64)
+    x_held = head_config.standardizer.transform(x_val).astype(np.float64)
+    y = (y_train - head_config.target_mean) / head_config.target_scale
+    y_held = (np.asarray(y_val, dtype=np.float64) - head_config.target_mean) / head_config.target_scale
+    with _progress(quiet) as progress:
+        task = progress.add_task(description or f"{feature_set} ridge", total=len(config.lambdas))
+        weights, penalty, val_loss = _ridge_path(x, y, x_held, y_held, config.lambdas, progress, task)
+    module = build_module(head_config)
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(weights[None, :].astype(np.float32)))
+        module.bias.zero_()  # features and target are centred on the training rows
+    head_config.ridge_lambda = penalty
+    regressor = Regressor(head_config, module)
+    head_config.residual_sigma = float(np.std(regressor.predict(x_val) - np.asarray(y_val, dtype=np.float64)))
+    head_config.outcome = TrainOutcome(1, 1, val_loss, time.perf_counter() - started)
+    return regressor
+
+
+def _ridge_path(
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    lambdas: tuple[float, ...],
+    progress: Progress,
+    task: Any,
+) -> tuple[np.ndarray, float, float]:
+    """The weights, penalty and validation MSE of the best of `lambdas`, from one thin SVD of the training rows."""
+    u, singular, vt = np.linalg.svd(x, full_matrices=False)
+    projected = u.T @ y
+    best: tuple[float, float, np.ndarray] | None = None
+    for penalty in lambdas:
+        weights = vt.T @ (singular / (singular**2 + penalty) * projected)
+        val_loss = float(np.mean((x_val @ weights - y_val) ** 2))
+        if best is None or val_loss < best[0]:
+            best = (val_loss, penalty, weights)
+        progress.update(task, advance=1, description=f"ridge λ={penalty:g}  val loss {val_loss:.4f}")
+    assert best is not None
+    return best[2], best[1], best[0]
 
 
 def _train(

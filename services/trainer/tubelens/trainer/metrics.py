@@ -1,8 +1,9 @@
 """Metrics with their uncertainty: every headline number comes with a seeded percentile-bootstrap 95 % interval.
 
 Classification: accuracy, macro precision/recall/F1, a confusion matrix (rows = truth, columns = prediction, in a
-stated label order), top-k accuracy, and for ordinal labels (view buckets) the rank agreement of predicted and true
-class. Regression: MAE, RMSE, R², Spearman. Intervals come with accuracy and macro-F1, and with MAE and Spearman.
+stated label order), top-k accuracy, Global Average Precision (YouTube-8M's GAP@k, for genre), and for ordinal labels
+(view buckets) the rank agreement of predicted and true class. Regression: MAE, RMSE, R², Spearman. Intervals come
+with accuracy and macro-F1, and with MAE and Spearman.
 
 The statistics are written over the last axis so that one function computes both the point estimate (1-D input) and
 all bootstrap replicates at once (2-D input, one resample per row); a thousand resamples then cost a few array passes.
@@ -60,6 +61,9 @@ class ClassificationMetrics:
     # counts for less than a miss by five.
     spearman: float | None = None
     spearman_ci: Interval | None = None
+    # Global Average Precision over each row's gap_k best-scoring labels (`gap`), where scores were given.
+    gap_k: int | None = None
+    gap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -154,6 +158,30 @@ def top_k_accuracy(y_true: Sequence, scores: np.ndarray, labels: Sequence, k: in
     return float(_top_k_hits(encode(y_true, labels), np.asarray(scores), k).mean())
 
 
+def gap(y_true: Sequence, scores: np.ndarray, labels: Sequence, k: int = 20) -> float:
+    """Global Average Precision at k, as YouTube-8M scores it: each row's k highest-scoring labels (`scores` columns
+    follow `labels`) are pooled over all rows and sorted by score, and the precision at each correct prediction in
+    that one list is summed and divided by the number of true labels.
+
+    Genre is single-label, so every row has exactly one true label and the divisor is the number of rows: a row
+    whose true label is not among its k best (or not among `labels` at all) adds a positive that is never found.
+    Unlike top-k accuracy, GAP also asks that confident answers be the right ones: a correct label scored low on one
+    row ranks below wrong labels scored high on others. Ties keep row order, then each row's rank order (a stable
+    sort), so the value is the same on every run. NaN for no rows.
+    """
+    if k < 1:
+        raise ValueError(f"GAP needs k >= 1, got {k}")
+    truth = encode(y_true, labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(truth) == 0:
+        return math.nan
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    pooled_scores = np.take_along_axis(scores, best, axis=1).ravel()
+    hits = (best == truth[:, None]).ravel()[np.argsort(-pooled_scores, kind="stable")]
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(np.sum(precision_at * hits) / len(truth))
+
+
 # --- regression ----------------------------------------------------------------------------------------------------
 
 
@@ -222,11 +250,13 @@ def classification_metrics(
     scores: np.ndarray | None = None,
     k: int | None = None,
     ordinal: bool = False,
+    gap_k: int | None = None,
     resamples: int = RESAMPLES,
     seed: int = 0,
 ) -> ClassificationMetrics:
-    """Everything a classification table shows. `scores` (columns in `labels` order) enable top-k accuracy;
-    `ordinal` (labels listed from lowest to highest) enables Spearman between predicted and true class."""
+    """Everything a classification table shows. `scores` (columns in `labels` order) enable top-k accuracy and, with
+    `gap_k`, GAP@gap_k; `ordinal` (labels listed from lowest to highest) enables Spearman between predicted and true
+    class."""
     order = label_order(y_true, y_pred, labels)
     truth, predicted = encode(y_true, order), encode(y_pred, order)
     confusion = _confusions(truth, predicted, len(order))
@@ -246,6 +276,9 @@ def classification_metrics(
     if scores is not None and k is not None and labels is not None:
         result["top_k"] = k
         result["top_k_accuracy"] = float(_top_k_hits(encode(y_true, labels), np.asarray(scores), k).mean())
+    if scores is not None and gap_k is not None and labels is not None:
+        result["gap_k"] = gap_k
+        result["gap"] = gap(y_true, scores, labels, gap_k)
     if ordinal:
         a, b = truth.astype(np.float64), predicted.astype(np.float64)
         result["spearman"] = float(_spearman(a, b))
