@@ -1,0 +1,1 @@
+"""The predictor service: trained models served behind one runtime interface, swapped without downtime."""
