@@ -93,7 +93,7 @@ def _add_trainer_run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--task",
         action="append",
-        help="a task to train, e.g. channel (repeatable; default: every task the trainer knows)",
+        help="a task to train, e.g. channel (repeatable; default: every task but channel_finetuned, a GPU job)",
     )
     mode = run.add_mutually_exclusive_group()
     mode.add_argument(

@@ -44,8 +44,8 @@ CHANNELS = 8
 SEED = 7
 API_KEY = "demo-key"
 COMING = [
-    ("trainer", "the genre model (frames + audio), title text, fine-tuning, the model registry"),
-    ("predictor", "the gRPC API over TorchServe, zero-downtime model swaps"),
+    ("trainer", "models trained into the registry, promoted on a win, as `tubelens trainer run` does"),
+    ("predictor", "the gRPC predictor served on a free port over the promoted models, with a client example"),
     ("report", "an HTML report: predicted vs actual views, confusion matrices, similar thumbnails"),
 ]
 
@@ -97,7 +97,7 @@ def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
     summarise(bus, store, result)
     result.snapshot_id, result.rows = snapshot.id, snapshot.table.num_rows
     console.print(f"training and evaluating on snapshot {snapshot.id} ({snapshot.table.num_rows} videos) ...")
-    result.evaluation = evaluate_all(snapshot.table, seed=SEED, quiet=True)
+    result.evaluation = evaluate_all(snapshot.table, seed=SEED, quiet=True, store=store)
     (workdir / "metrics.json").write_text(result.evaluation.to_json())
     result.similar = similar_examples(bus, index)
     result.seconds = time.perf_counter() - started

@@ -41,7 +41,7 @@ def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each
         assert f"{task} · time split" in out
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["seed"] == 7 and metrics["split_order"] == ["split_time", "split_channel", "split_random"]
-    assert {t["task"] for t in metrics["tasks"]} == {"popularity_bucket", "popularity_regression", "channel"}
+    assert {t["task"] for t in metrics["tasks"]} == {"popularity_bucket", "popularity_regression", "channel", "genre"}
     for reason in (
         "thumbnail body is empty",
         "an HTML page, not an image",

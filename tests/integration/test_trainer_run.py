@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import pytest
@@ -12,8 +13,9 @@ from tubelens.bus.memory import MemoryBus
 from tubelens.errors import InvalidInput
 from tubelens.objects.local import LocalObjectStore
 from tubelens.trainer.dataset import DatasetBuilder
+from tubelens.trainer.finetune import FineTuneConfig
 from tubelens.trainer.registry import ModelRegistry
-from tubelens.trainer.train import SPECS, run_training
+from tubelens.trainer.train import CHANNEL_FINETUNED, DEFAULT_TASKS, SPECS, run_training
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def test_a_first_run_publishes_promotes_and_announces_every_task(snapshot) -> No
     bus, registry = MemoryBus(), ModelRegistry(store)
     # Six channels of six categories leave no genre shared by held-out channels: genre's own run test has a world
     # with categories to spare (tests/integration/test_trainer_genre_serving.py).
-    tasks = [task for task in SPECS if task != "genre"]
+    tasks = [task for task in DEFAULT_TASKS if task != "genre"]
     results = run_training(snap.table, snap.id, tasks, registry=registry, producer=bus.producer(), seed=0)
     assert [r.entry.task for r in results] == tasks
     assert all(r.promoted for r in results), "with no production version, the first candidate is promoted"
@@ -67,3 +69,21 @@ def test_an_unknown_task_is_a_clear_error(snapshot) -> None:
         run_training(
             snap.table, snap.id, ["no_such_task"], registry=ModelRegistry(store), producer=MemoryBus().producer()
         )
+
+
+def test_the_fine_tuned_cnn_is_a_task_of_its_own_served_by_the_image_handler(snapshot) -> None:
+    store, snap = snapshot
+    bus, registry = MemoryBus(), ModelRegistry(store)
+    short = FineTuneConfig(trainable_blocks=1, epochs=1, batch_size=16)
+
+    [result] = run_training(
+        snap.table, snap.id, [CHANNEL_FINETUNED], registry=registry, producer=bus.producer(), finetune=short
+    )
+
+    assert result.promoted and result.entry.task == CHANNEL_FINETUNED
+    assert 0 <= result.metrics["accuracy"] <= 1 and "macro_f1" in result.metrics
+    with zipfile.ZipFile(store.open(result.entry.archive.key)) as mar:
+        names = set(mar.namelist())
+        assert {"image_classifier.pt", "image_classifier.json"} <= names
+        assert json.loads(mar.read("MAR-INF/MANIFEST.json"))["model"]["handler"] == "ts_image_handler.py"
+    assert CHANNEL_FINETUNED not in DEFAULT_TASKS, "a plain run leaves the GPU task to a Job"

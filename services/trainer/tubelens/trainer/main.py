@@ -63,7 +63,7 @@ from tubelens.trainer.provenance import (
     utc_iso,
 )
 from tubelens.trainer.registry import ModelRegistry
-from tubelens.trainer.train import SPECS, run_training
+from tubelens.trainer.train import DEFAULT_TASKS, SPECS, run_training
 from tubelens.trainer.triggers import LabelledVideos, TrainingTrigger, TriggerPolicy
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tasks(asked: list[str] | None) -> tuple[str, ...]:
-    tasks = tuple(dict.fromkeys(asked or SPECS))  # repeated tasks train once
+    tasks = tuple(dict.fromkeys(asked or DEFAULT_TASKS))  # repeated tasks train once
     unknown = [task for task in tasks if task not in SPECS]
     if unknown:
         raise InvalidInput(f"unknown task {', '.join(map(repr, unknown))}; known: {', '.join(SPECS)}", field="task")

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ import pyarrow as pa
 from tubelens import events
 from tubelens.bus import Producer
 from tubelens.errors import InvalidInput
+from tubelens.objects import ObjectStore
 from tubelens.trainer.features import (
     IMAGE,
     LOG10_VIEWS,
@@ -34,6 +36,7 @@ from tubelens.trainer.features import (
     regression_target,
     split_masks,
 )
+from tubelens.trainer.finetune import FineTuneConfig, FineTuned, fine_tune, load_finetuned, load_thumbnails
 from tubelens.trainer.genre import (
     GAP_K,
     GENRE,
@@ -57,8 +60,15 @@ from tubelens.trainer.heads import (
 )
 from tubelens.trainer.metrics import classification_metrics, regression_metrics
 from tubelens.trainer.provenance import code_version
-from tubelens.trainer.registry import ModelRegistry, RegistryEntry, model_trained_event, package_head
+from tubelens.trainer.registry import (
+    ModelRegistry,
+    RegistryEntry,
+    model_trained_event,
+    package_finetuned,
+    package_head,
+)
 from tubelens.trainer.schema import BUCKET_NAMES
+from tubelens.trainer.ts_image_handler import CONFIG_FILE as FINETUNED_CONFIG
 
 SERVICE = "trainer"
 GENRE_FEATURES = "frames + audio"
@@ -73,15 +83,23 @@ class TaskSpec:
 
 
 POPULARITY = "popularity"
+CHANNEL_FINETUNED = "channel_finetuned"
 SPECS = {
     POPULARITY: TaskSpec(MULTIMODAL, "split_time", "mae", False),
     "channel": TaskSpec(IMAGE, "split_random", "accuracy", True),
     # Macro-F1, not accuracy: a held-out test set is a few channels, so its genres are lopsided and accuracy would
     # reward naming the commonest one; macro-F1 counts a genre the model never gets right however rare it is.
     GENRE: TaskSpec(GENRE_FEATURES, "split_channel", "macro_f1", True),
+    # The CNN itself fine-tuned on the thumbnails' pixels: a GPU Job in production, minutes on a CPU. Its own task,
+    # so it is promoted over earlier fine-tuned versions; the frozen-embedding `channel` head stays the cheap default.
+    CHANNEL_FINETUNED: TaskSpec("thumbnail pixels", "split_random", "accuracy", True),
 }
+# What a plain `tubelens trainer run` trains: every task but the one that wants a GPU.
+DEFAULT_TASKS = [task for task in SPECS if task != CHANNEL_FINETUNED]
 
-Model = Head | GenreModel
+Model = Head | GenreModel | FineTuned
+# Besides the table, what a task trains on: genre's frame and audio sequences, the fine-tuned CNN's thumbnails.
+TaskInputs = GenreInputs | list[bytes] | None
 
 
 @dataclass(frozen=True)
@@ -92,14 +110,29 @@ class TrainingResult:
     metrics: dict[str, float]
 
 
-def train_head(table: pa.Table, task: str, *, seed: int, genre_inputs: GenreInputs | None = None) -> Model:
-    """The task's model on its split's train rows, stopped early on its val rows. Genre reads `genre_inputs`, the
-    table's sequences as `load_genre_inputs` loads them."""
+def task_inputs(task: str, table: pa.Table, store: ObjectStore) -> TaskInputs:
+    """What `task` needs from the object store besides the table; loaded once per run, so the candidate and
+    production are judged on the same inputs."""
+    if task == GENRE:
+        return load_genre_inputs(store, table)
+    if task == CHANNEL_FINETUNED:
+        return load_thumbnails(store, table)
+    return None
+
+
+def train_head(
+    table: pa.Table, task: str, *, seed: int, inputs: TaskInputs = None, finetune: FineTuneConfig | None = None
+) -> Model:
+    """The task's model on its split's train rows, stopped early on its val rows; `inputs` from `task_inputs`;
+    `finetune` sizes the fine-tuning run (default: `FineTuneConfig` with the run's seed)."""
     spec = _spec(task)
     masks = split_masks(table, spec.split_column)
     train, val = masks["train"], masks["val"]
     if task == GENRE:
-        return _train_genre(table, _required(genre_inputs), spec, train, val, seed)
+        return _train_genre(table, _required(inputs, task), spec, train, val, seed)
+    if task == CHANNEL_FINETUNED:
+        config = replace(finetune or FineTuneConfig(), seed=seed)
+        return _fine_tune(table, _required(inputs, task), train, val, config)
     built = features(table, spec.feature_set)
     x = built.matrix
     if task == POPULARITY:
@@ -114,21 +147,24 @@ def train_head(table: pa.Table, task: str, *, seed: int, genre_inputs: GenreInpu
     return train_classifier(x[train], y[train], x[val], y[val], labels=labels, **options)
 
 
-def held_out_metrics(
-    head: Model, table: pa.Table, task: str, *, genre_inputs: GenreInputs | None = None
-) -> dict[str, float]:
+def held_out_metrics(head: Model, table: pa.Table, task: str, *, inputs: TaskInputs = None) -> dict[str, float]:
     """The model's metrics on the task's test rows: the numbers promotion compares."""
     spec = _spec(task)
     test = split_masks(table, spec.split_column)["test"]
     if not test.any():
         raise InvalidInput(f"{task}: the snapshot's {spec.split_column} has no test rows to judge a model on")
     if isinstance(head, GenreModel):
-        return _genre_metrics(head, table, _part(_required(genre_inputs), test, spec, "test"))
-    x = features(table, spec.feature_set).matrix[test]
-    if isinstance(head, Regressor):
-        return _popularity_metrics(head, table, x, test)
+        return _genre_metrics(head, table, _part(_required(inputs, task), test, spec, "test"))
     y, labels = _class_labels(table, task)
-    result = classification_metrics(y[test], head.predict(x), labels=labels, resamples=200)
+    if isinstance(head, FineTuned):
+        thumbnails = _required(inputs, task)
+        predicted = head.predict([thumbnails[row] for row in np.flatnonzero(test)])
+    else:
+        x = features(table, spec.feature_set).matrix[test]
+        if isinstance(head, Regressor):
+            return _popularity_metrics(head, table, x, test)
+        predicted = head.predict(x)
+    result = classification_metrics(y[test], predicted, labels=labels, resamples=200)
     return {
         "accuracy": result.accuracy,
         "macro_f1": result.macro_f1,
@@ -145,30 +181,43 @@ def run_training(
     registry: ModelRegistry,
     producer: Producer,
     seed: int = 0,
+    finetune: FineTuneConfig | None = None,
 ) -> list[TrainingResult]:
     if table.num_rows == 0:
         raise InvalidInput(f"snapshot {snapshot_id} has no complete videos to train on")
     results = []
     with tempfile.TemporaryDirectory(prefix="tubelens-train-") as tmp:
         for task in tasks:
-            results.append(_train_and_register(table, snapshot_id, task, registry, producer, seed, Path(tmp) / task))
+            run = _Run(table, snapshot_id, registry, producer, seed, finetune)
+            results.append(_train_and_register(run, task, Path(tmp) / task))
     producer.flush()
     return results
 
 
-def _train_and_register(table, snapshot_id, task, registry, producer, seed, workdir: Path) -> TrainingResult:
+@dataclass(frozen=True)
+class _Run:
+    table: pa.Table
+    snapshot_id: str
+    registry: ModelRegistry
+    producer: Producer
+    seed: int
+    finetune: FineTuneConfig | None
+
+
+def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
     spec = _spec(task)
-    # Loaded once: the candidate and production are judged on the same sequences.
-    genre_inputs = load_genre_inputs(registry.store, table) if task == GENRE else None
-    head = train_head(table, task, seed=seed, genre_inputs=genre_inputs)
-    metrics = held_out_metrics(head, table, task, genre_inputs=genre_inputs)
+    table, snapshot_id, registry, producer, seed = run.table, run.snapshot_id, run.registry, run.producer, run.seed
+    inputs = task_inputs(task, table, registry.store)
+    head = train_head(table, task, seed=seed, inputs=inputs, finetune=run.finetune)
+    metrics = held_out_metrics(head, table, task, inputs=inputs)
     head.save(workdir / "head")
     version = f"{snapshot_id}-s{seed}"
-    mar = package_head(workdir / "head", task=task, version=version, out_dir=workdir / "archive")
+    package = package_finetuned if task == CHANNEL_FINETUNED else package_head
+    mar = package(workdir / "head", task=task, version=version, out_dir=workdir / "archive")
     entry = registry.publish(task, version, mar, metrics, snapshot_id, code_version(), _model_card(task, spec, metrics))
     production = registry.production(task)
     production_metrics = (
-        held_out_metrics(_head_of(registry, production, workdir / "production"), table, task, genre_inputs=genre_inputs)
+        held_out_metrics(_head_of(registry, production, workdir / "production"), table, task, inputs=inputs)
         if production is not None and production.version != version
         else None
     )
@@ -190,6 +239,8 @@ def _head_of(registry: ModelRegistry, entry: RegistryEntry, workdir: Path) -> Mo
     archive = registry.fetch_archive(entry.task, entry.version, workdir)
     with zipfile.ZipFile(archive) as mar:
         mar.extractall(workdir / "head")
+    if (workdir / "head" / FINETUNED_CONFIG).is_file():
+        return load_finetuned(workdir / "head")
     kind = json.loads((workdir / "head" / CONFIG_FILE).read_text())["kind"]
     return load_genre(workdir / "head") if kind == GENRE else load_head(workdir / "head")
 
@@ -232,10 +283,23 @@ def _part(inputs: GenreInputs, mask: np.ndarray, spec: TaskSpec, part: str) -> G
     return selected
 
 
-def _required(genre_inputs: GenreInputs | None) -> GenreInputs:
-    if genre_inputs is None:
-        raise InvalidInput(f"{GENRE} needs the videos' frame and audio sequences: pass load_genre_inputs(store, table)")
-    return genre_inputs
+def _fine_tune(
+    table: pa.Table, thumbnails: list[bytes], train: np.ndarray, val: np.ndarray, config: FineTuneConfig
+) -> FineTuned:
+    """The CNN fine-tuned end to end to name channels from thumbnails; on a GPU where the Job has one."""
+    y, labels = _class_labels(table, CHANNEL_FINETUNED)
+    train_rows, val_rows = np.flatnonzero(train), np.flatnonzero(val)
+    return fine_tune(
+        [thumbnails[row] for row in train_rows], y[train_rows],
+        [thumbnails[row] for row in val_rows], y[val_rows],
+        labels=labels, config=config, quiet=True,
+    )  # fmt: skip
+
+
+def _required(inputs: TaskInputs, task: str) -> Any:
+    if inputs is None:
+        raise InvalidInput(f"{task} needs inputs from the object store: pass task_inputs(task, table, store)")
+    return inputs
 
 
 def _popularity_metrics(head: Regressor, table: pa.Table, x: np.ndarray, test: np.ndarray) -> dict[str, float]:
