@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own table of figures."""
 
-from tests.bench import bus, embedding, objects, preprocess, similarity, trainer
+from tests.bench import bus, embedding, objects, predictor, preprocess, similarity, trainer
 
 
 def main() -> None:
@@ -10,6 +10,7 @@ def main() -> None:
     embedding.main()
     similarity.main()
     trainer.main()
+    predictor.main()
 
 
 if __name__ == "__main__":
