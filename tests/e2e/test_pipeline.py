@@ -1,6 +1,7 @@
 """200 videos from the YouTube stand-in, crawled, preprocessed and embedded by the real service processes over a
 real broker and S3 server: every good video arrives exactly once at each stage, every bad input ends in the
-dead-letter topic, and the embedding service's gRPC API answers from an index of every thumbnail."""
+dead-letter topic, and the embedding service's gRPC API answers from an index of every thumbnail. Then the trainer
+registers models, and the predictor process serves them through a real TorchServe over gRPC."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
 from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.fakeyoutube.catalogue import THUMBNAIL_FAULTS
-from tubelens.servers import ServerProcess, start_broker
+from tubelens.servers import ServerProcess, start_broker, start_torchserve
 from tubelens.settings import KafkaSettings
-from tubelens.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2
+from tubelens.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2, predictor_pb2, predictor_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW_CATALOGUE = dict(channels=8, videos_per_channel=25, upcoming_fraction=0.0, media_fraction=0.25)
@@ -179,17 +180,66 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     for kind in THUMBNAIL_FAULTS:
         assert letters_error(letters, bad, kind) in ("InvalidInput", "TooLarge"), reasons[kind]
 
-    # The trainer catches up on every event, takes a snapshot, and registers a channel classifier.
+    # The trainer catches up on every event, takes a snapshot, and registers a channel classifier and the popularity
+    # model.
     env["TUBELENS_TRAINER__IDLE_S"] = "3"
-    trainer = tubelens("trainer", "run", "--task", "channel", env=env, log=tmp_path / "trainer.log")
-    assert trainer.wait(timeout=180) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
+    trainer = tubelens(
+        "trainer", "run", "--task", "channel", "--task", "popularity", env=env, log=tmp_path / "trainer.log"
+    )
+    assert trainer.wait(timeout=240) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
     trained = [
         json.loads(line)
         for line in (tmp_path / "trainer.log").read_text().splitlines()
         if '"msg": "model trained"' in line
     ]
-    assert [(t["task"], t["promoted"]) for t in trained] == [("channel", True)]
+    assert [(t["task"], t["promoted"]) for t in trained] == [("channel", True), ("popularity", True)]
     assert trained[0]["metrics"]["accuracy"] >= 0.5, "far above the 1/8 chance of naming one of eight channels"
+
+    # The predictor loads the promoted versions into TorchServe and answers over gRPC.
+    torchserve = start_torchserve(tmp_path / "torchserve")
+    env.update(
+        {
+            "TUBELENS_PREDICTOR__TASKS": '["popularity", "channel"]',
+            "TUBELENS_PREDICTOR__WORKDIR": str(tmp_path / "predictor"),
+            "TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL": f"http://127.0.0.1:{torchserve.ports['inference']}",
+            "TUBELENS_PREDICTOR__TORCHSERVE__MANAGEMENT_URL": f"http://127.0.0.1:{torchserve.ports['management']}",
+            "TUBELENS_PREDICTOR__TORCHSERVE__MODEL_STORE": str(tmp_path / "torchserve" / "model-store"),
+            "TUBELENS_PREDICTOR__API__GRPC_HOST": "127.0.0.1",
+            "TUBELENS_PREDICTOR__API__GRPC_PORT": "0",
+        }
+    )
+    predictor = tubelens("predictor", "run", env=env, log=tmp_path / "predictor.log")
+    try:
+        port = wait_for_port(tmp_path / "predictor.log", '"predictor listening"', predictor)
+        known = sorted(expect_thumbnails)[0]
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = predictor_pb2_grpc.PredictorStub(channel)
+            thumbnail = predictor_pb2.ImageInput(video_id=known)
+            popularity = stub.PredictPopularity(predictor_pb2.PredictPopularityRequest(thumbnail=thumbnail), timeout=30)
+            channels = stub.ClassifyChannel(predictor_pb2.ClassifyChannelRequest(thumbnail=thumbnail), timeout=30)
+    finally:
+        predictor.send_signal(signal.SIGTERM)
+        exit_code = predictor.wait(timeout=60)
+        torchserve.stop()
+    assert exit_code == 0, (tmp_path / "predictor.log").read_text()[-3000:]
+    assert popularity.model.version == trained[1]["version"]
+    assert sum(b.probability for b in popularity.popularity.buckets) == pytest.approx(1.0, abs=1e-6)
+    assert channels.model.version == trained[0]["version"] and channels.channels[0].channel_id in {
+        c.id for c in catalogue.channels
+    }
+
+
+def wait_for_port(log: Path, message: str, process: subprocess.Popen) -> int:
+    """The port a service logged once it listens; fails with its log if it exits first."""
+    ports: list[int] = []
+
+    def listening() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        ports[:] = [json.loads(line)["port"] for line in log.read_text().splitlines() if message in line]
+        return bool(ports)
+
+    wait_until(listening, timeout=180, what=f"{message} in {log.name}")
+    return ports[0]
 
 
 def embedded(recorder: Recorder, source: int) -> set[str]:
