@@ -65,6 +65,10 @@ def add_stack_commands(commands: Commands) -> None:
 def add_demo_command(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="the whole pipeline in one process, no servers")
     demo.add_argument("--videos", type=int, default=200, help="how many videos flow through (default: %(default)s)")
+    demo.add_argument("--channels", type=int, default=8, help="channels they come from (default: %(default)s)")
+    demo.add_argument(
+        "--serve", action="store_true", help="keep the predictor serving after the report, until Ctrl-C or SIGTERM"
+    )
     demo.add_argument(
         "--workdir", type=Path, default=Path(".tubelens") / "demo", help="where objects go (default: %(default)s)"
     )
@@ -174,9 +178,22 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.videos < 1:
         raise InvalidInput("--videos must be at least 1")
+    if args.channels < 2:
+        raise InvalidInput("--channels must be at least 2: the channel classifier needs two to tell apart")
     console = _console()
-    result = run_demo(args.workdir, args.videos, console)
-    report(result, args.workdir, console)
+    result = run_demo(args.workdir, args.videos, console, channels=args.channels)
+    try:
+        report(result, args.workdir, console)
+        if args.serve and result.serving is not None:
+            from tubelens.lifecycle import on_stop_signals
+
+            stopped = threading.Event()
+            on_stop_signals(stopped.set)
+            console.print(f"serving at {result.serving.address} until Ctrl-C")
+            stopped.wait()
+    finally:
+        if result.serving is not None:
+            result.serving.stop()
     return 0
 
 

@@ -27,6 +27,7 @@ from tubelens.bus.memory import MemoryBus
 from tubelens.crawler.crawler import CycleReport
 from tubelens.crawler.main import build_crawler
 from tubelens.crawler.settings import CrawlerServiceSettings, CrawlerSettings
+from tubelens.demo_serving import Serving, Trained, client_example, sample_call, start_serving, train_models
 from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
@@ -37,17 +38,12 @@ from tubelens.preprocessor.handler import PreprocessorHandler
 from tubelens.preprocessor.settings import PreprocessorSettings
 from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder, Snapshot
 from tubelens.trainer.evaluate import Report, evaluate_all
-from tubelens.v1 import events_pb2
+from tubelens.v1 import events_pb2, predictor_pb2
 
 SERVICE = "demo"
 CHANNELS = 8
 SEED = 7
 API_KEY = "demo-key"
-COMING = [
-    ("trainer", "models trained into the registry, promoted on a win, as `tubelens trainer run` does"),
-    ("predictor", "the gRPC predictor served on a free port over the promoted models, with a client example"),
-    ("report", "an HTML report: predicted vs actual views, confusion matrices, similar thumbnails"),
-]
 
 
 @dataclass
@@ -70,17 +66,22 @@ class DemoResult:
     snapshot_id: str = ""
     rows: int = 0
     evaluation: Report | None = None
+    trained: Trained = field(default_factory=Trained)
+    serving: Serving | None = None
+    sample: predictor_pb2.PredictPopularityResponse | None = None
+    example: str = ""
     seconds: float = 0.0
 
 
-def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
+def run_demo(workdir: Path, videos: int, console: Console, *, channels: int = CHANNELS) -> DemoResult:
+    """The whole pipeline; the predictor in the result is still serving: stop it with `result.serving.stop()`."""
     workdir.mkdir(parents=True, exist_ok=True)
     configure_logging(SERVICE, "INFO", stream=open(workdir / "demo.log", "a"))  # noqa: SIM115 - lives with the process
     started = time.perf_counter()
     catalogue = Catalogue.generate(
         SEED,
-        CHANNELS,
-        math.ceil(videos / CHANNELS),
+        channels,
+        math.ceil(videos / channels),
         now=datetime.now(UTC).replace(microsecond=0),
         upcoming_fraction=0.0,
         faults=InputFaults(counts=dict.fromkeys(BadInput, 1)),
@@ -92,7 +93,7 @@ def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
     with FakeYouTube(catalogue, tick=False) as youtube, _progress(console) as progress:
         result.crawl, result.quota_used = crawl(youtube, bus, workdir, progress)
         preprocess(youtube, bus, store, progress)
-        index = embed(bus, store, progress)
+        backbone, index = embed(bus, store, progress)
         snapshot = build_dataset(bus, store, progress)
     summarise(bus, store, result)
     result.snapshot_id, result.rows = snapshot.id, snapshot.table.num_rows
@@ -100,8 +101,25 @@ def run_demo(workdir: Path, videos: int, console: Console) -> DemoResult:
     result.evaluation = evaluate_all(snapshot.table, seed=SEED, quiet=True, store=store)
     (workdir / "metrics.json").write_text(result.evaluation.to_json())
     result.similar = similar_examples(bus, index)
+    console.print("training the models into the registry and serving the predictor ...")
+    result.trained = train_models(snapshot.table, snapshot.id, store, bus.producer(), SEED)
+    result.serving = start_serving(store, backbone, index, workdir)
+    try:
+        known = _known_video(snapshot)
+        result.sample = sample_call(result.serving.address, *known)
+        result.example = client_example(result.serving.address, known[0])
+    except BaseException:
+        result.serving.stop()  # its gRPC threads would keep the process alive
+        raise
+    result.objects = sum(1 for _ in store.list())  # models and snapshots included
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _known_video(snapshot: Snapshot) -> tuple[str, str]:
+    """A video of the snapshot to ask the predictor about: the first by id, so every run asks the same."""
+    ids, titles = snapshot.table.column("video_id").to_pylist(), snapshot.table.column("title").to_pylist()
+    return min(zip(ids, titles, strict=True))
 
 
 def _progress(console: Console) -> Progress:
@@ -148,7 +166,7 @@ def preprocess(youtube: FakeYouTube, bus: MemoryBus, store: LocalObjectStore, pr
     drain(bus, worker, progress, "preprocessor: fetch + decode")
 
 
-def embed(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> SimilarityIndex:
+def embed(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> tuple[Backbone, SimilarityIndex]:
     producer = bus.producer()
     backbone = Backbone()
     index = SimilarityIndex(backbone.dim)
@@ -168,7 +186,7 @@ def embed(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> Simila
     )
     drain(bus, worker, progress, f"embedding: {backbone.runtime}")
     handler.close()
-    return index
+    return backbone, index
 
 
 def build_dataset(bus: MemoryBus, store: LocalObjectStore, progress: Progress) -> Snapshot:
@@ -274,11 +292,35 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
             console.print(f"    {score:.3f}  {other}{'  [near-duplicate]' if duplicate else ''}")
     if result.evaluation is not None:
         result.evaluation.render(console)
+    _models_table(result, console)
+    _predictor_section(result, console)
     console.print(f"objects under {workdir / 'objects'}, metrics in {workdir / 'metrics.json'}")
     console.print(f"JSON logs in {workdir / 'demo.log'}")
-    coming = Table(title="coming to this demo")
-    coming.add_column("service")
-    coming.add_column("what it adds")
-    for name, what in COMING:
-        coming.add_row(name, what)
-    console.print(coming)
+
+
+def _models_table(result: DemoResult, console: Console) -> None:
+    table = Table(title="models in the registry (promoted = served by default)")
+    for column in ("task", "version", "promoted", "held-out metrics"):
+        table.add_column(column)
+    for trained in result.trained.results:
+        metrics = ", ".join(f"{name} {value:.3f}" for name, value in trained.metrics.items())
+        table.add_row(trained.entry.task, trained.entry.version, "yes" if trained.promoted else "no", metrics)
+    for task, reason in result.trained.skipped.items():
+        table.add_row(task, "—", "—", f"skipped: {reason}")
+    console.print(table)
+
+
+def _predictor_section(result: DemoResult, console: Console) -> None:
+    if result.serving is None or result.sample is None:
+        return
+    popularity = result.sample.popularity
+    buckets = ", ".join(f"{b.probability:.2f}" for b in popularity.buckets)
+    console.print(f"predictor (gRPC, tubelens.v1.Predictor) at {result.serving.address}")
+    console.print(
+        f"  PredictPopularity of a known thumbnail, answered by {result.sample.model.name} "
+        f"{result.sample.model.version}: {popularity.expected_views:,.0f} views expected at 7 days "
+        f"({popularity.interval_level:.0%} interval {popularity.views_low:,.0f}-{popularity.views_high:,.0f}); "
+        f"bucket probabilities {buckets}"
+    )
+    console.print("  try it:")
+    console.print(result.example)

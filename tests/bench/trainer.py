@@ -184,9 +184,9 @@ def main() -> None:
             row.architecture,
             row.features,
             str(row.classes or "—"),
-            str(row.epochs),
+            str(row.epochs) if row.epochs else "—",  # ridge: closed form
             f"{row.seconds:.2f}",
-            f"{row.seconds / row.epochs * 1000:.0f}",
+            f"{row.seconds / row.epochs * 1000:.0f}" if row.epochs else "—",
         )
     console.print(table)
     print_finetune(console, bench_finetune())

@@ -39,6 +39,11 @@ def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each
     assert row(out, "dataset snapshot") > 0 and "videos" in out
     for task in ("popularity_bucket", "popularity_regression", "channel"):
         assert f"{task} · time split" in out
+    # The models went into the registry and the predictor answered a real gRPC call before the demo ended.
+    assert "models in the registry" in out and re.search(r"│ popularity\s+│ \S+-s7\s+│ yes", out)
+    assert re.search(r"predictor \(gRPC, tubelens.v1.Predictor\) at 127\.0\.0\.1:\d+", out)
+    assert "PredictPopularity of a known thumbnail, answered by popularity" in out
+    assert "tubelens.v1.Predictor/PredictPopularity" in out
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["seed"] == 7 and metrics["split_order"] == ["split_time", "split_channel", "split_random"]
     assert {t["task"] for t in metrics["tasks"]} == {"popularity_bucket", "popularity_regression", "channel", "genre"}

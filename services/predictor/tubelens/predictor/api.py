@@ -137,7 +137,7 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
         self, images: list[Image.Image], video: predictor_pb2.VideoContext, version: str | None
     ) -> tuple[Prediction, int]:
         served = version or self._default(POPULARITY)
-        head = self._head(POPULARITY, served)
+        head = self.head_info(POPULARITY, served)
         known = self.catalogue().channel_subscribers.get(video.channel_id) if video.channel_id else None
         facts = facts_from_context(video, known_subscribers=known, horizon_s=self.limits.horizon_s, now=self.now())
         rows = feature_rows(head, self.embed(images), facts)
@@ -245,7 +245,7 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
         served = [m for m in self.manager.models(task) if m.version == version]
         if not served:
             raise NotFound(f"model {task!r} version {version!r} is not loaded", field="model")
-        head = self._head(task, version)
+        head = self.head_info(task, version)
         return predictor_pb2.ModelMetadata(
             model=_version(served[0]),
             platform=served[0].platform,
@@ -262,7 +262,7 @@ class PredictorService(predictor_pb2_grpc.PredictorServicer):
             raise NotFound(f"no {task} model is served yet: none has been promoted", field="model")
         return version
 
-    def _head(self, task: str, version: str) -> HeadInfo:
+    def head_info(self, task: str, version: str) -> HeadInfo:
         """The head's config, read once per version from its archive in the registry."""
         key = (task, version)
         with self._heads_lock:

@@ -456,7 +456,9 @@ def _genre_metrics(
 
 def _head_result(feature_set: str, metrics: Metrics, outcome: TrainOutcome, note: str = "") -> ModelResult:
     role = BASELINE if feature_set == METADATA_ONLY else MODEL
-    return ModelResult(feature_set, role, metrics, outcome.seconds, outcome.epochs, note)
+    # Ridge is solved in closed form: no epochs to report.
+    epochs = outcome.epochs if outcome.epochs > 0 else None
+    return ModelResult(feature_set, role, metrics, outcome.seconds, epochs, note)
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
