@@ -169,12 +169,11 @@ def _stack_env(state_dir: Path, started: list[ServerProcess]) -> dict[str, str]:
 
 
 def _torchserve_env(ports: dict[str, int], model_store: Path) -> dict[str, str]:
+    """What the predictor's TorchServe adapter reads (its metrics stay at TorchServe's own port, in state.json)."""
     return {
-        "TUBELENS_TORCHSERVE__INFERENCE_URL": f"http://{LOOPBACK}:{ports['inference']}",
-        "TUBELENS_TORCHSERVE__MANAGEMENT_URL": f"http://{LOOPBACK}:{ports['management']}",
-        "TUBELENS_TORCHSERVE__METRICS_URL": f"http://{LOOPBACK}:{ports['metrics']}",
-        "TUBELENS_TORCHSERVE__GRPC_INFERENCE_ADDRESS": f"{LOOPBACK}:{ports['grpc_inference']}",
-        "TUBELENS_TORCHSERVE__MODEL_STORE": str(model_store),
+        "TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL": f"http://{LOOPBACK}:{ports['inference']}",
+        "TUBELENS_PREDICTOR__TORCHSERVE__MANAGEMENT_URL": f"http://{LOOPBACK}:{ports['management']}",
+        "TUBELENS_PREDICTOR__TORCHSERVE__MODEL_STORE": str(model_store),
     }
 
 

@@ -19,6 +19,7 @@ from minio import Minio
 
 from tubelens import stack
 from tubelens.errors import Unavailable
+from tubelens.predictor.settings import PredictorServiceSettings
 from tubelens.servers import (
     ServerProcess,
     group_alive,
@@ -28,6 +29,8 @@ from tubelens.servers import (
     tcp_open,
     torchserve_healthy,
 )
+from tubelens.settings import load_settings
+from tubelens.stack import read_state
 
 TORCHSERVE_DEFAULT_PORTS = {8080, 8081, 8082, 7070, 7071}
 
@@ -103,18 +106,27 @@ def test_env_file_names_every_backend_the_services_read(running_stack: Stack) ->
     assert env["TUBELENS_BUS"] == "kafka"
     assert env["TUBELENS_OBJECTS"] == "s3"
     model_store = running_stack.state_dir / "torchserve" / "model-store"
-    assert env["TUBELENS_TORCHSERVE__MODEL_STORE"] == str(model_store)
+    assert env["TUBELENS_PREDICTOR__TORCHSERVE__MODEL_STORE"] == str(model_store)
     assert model_store.is_dir()
     assert set(env) >= {
         "TUBELENS_KAFKA__BOOTSTRAP",
         "TUBELENS_S3__ENDPOINT",
         "TUBELENS_S3__ACCESS_KEY",
         "TUBELENS_S3__SECRET_KEY",
-        "TUBELENS_TORCHSERVE__INFERENCE_URL",
-        "TUBELENS_TORCHSERVE__MANAGEMENT_URL",
-        "TUBELENS_TORCHSERVE__METRICS_URL",
-        "TUBELENS_TORCHSERVE__GRPC_INFERENCE_ADDRESS",
+        "TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL",
+        "TUBELENS_PREDICTOR__TORCHSERVE__MANAGEMENT_URL",
     }
+
+
+
+def test_the_predictor_reads_the_stacks_torchserve(running_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in running_stack.env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(PredictorServiceSettings)
+    torchserve = settings.predictor.torchserve
+    assert torchserve.inference_url == running_stack.env["TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL"]
+    assert torchserve.management_url == running_stack.env["TUBELENS_PREDICTOR__TORCHSERVE__MANAGEMENT_URL"]
+    assert str(torchserve.model_store) == running_stack.env["TUBELENS_PREDICTOR__TORCHSERVE__MODEL_STORE"]
 
 
 def test_broker_delivers_a_message_sent_to_the_bootstrap_address(running_stack: Stack, unique: str) -> None:
@@ -159,12 +171,14 @@ def test_s3_server_stores_an_object_with_the_keys_in_the_env_file(running_stack:
 
 def test_torchserve_answers_ping_and_serves_prometheus_metrics(running_stack: Stack) -> None:
     env = running_stack.env
-    with urllib.request.urlopen(env["TUBELENS_TORCHSERVE__INFERENCE_URL"] + "/ping", timeout=5) as resp:
+    with urllib.request.urlopen(env["TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL"] + "/ping", timeout=5) as resp:
         assert json.load(resp) == {"status": "Healthy"}
-    with urllib.request.urlopen(env["TUBELENS_TORCHSERVE__METRICS_URL"] + "/metrics", timeout=5) as resp:
+    [torchserve] = [s for s in read_state(running_stack.state_dir).servers if s.name == "torchserve"]
+    metrics_url = f"http://127.0.0.1:{torchserve.ports['metrics']}"
+    with urllib.request.urlopen(metrics_url + "/metrics", timeout=5) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain")
         assert "# TYPE" in resp.read().decode()
-    with urllib.request.urlopen(env["TUBELENS_TORCHSERVE__MANAGEMENT_URL"] + "/models", timeout=5) as resp:
+    with urllib.request.urlopen(env["TUBELENS_PREDICTOR__TORCHSERVE__MANAGEMENT_URL"] + "/models", timeout=5) as resp:
         assert json.load(resp) == {"models": []}
 
 
