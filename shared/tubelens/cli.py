@@ -70,6 +70,11 @@ def add_demo_command(commands: Commands) -> None:
         "--serve", action="store_true", help="keep the predictor serving after the report, until Ctrl-C or SIGTERM"
     )
     demo.add_argument(
+        "--stack",
+        action="store_true",
+        help="run every service as its own process over the local stack (broker, S3 server, TorchServe) instead",
+    )
+    demo.add_argument(
         "--workdir", type=Path, default=Path(".tubelens") / "demo", help="where objects go (default: %(default)s)"
     )
     demo.set_defaults(run=_demo)
@@ -181,6 +186,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.channels < 2:
         raise InvalidInput("--channels must be at least 2: the channel classifier needs two to tell apart")
     console = _console()
+    if args.stack:
+        return _demo_stack(args, console)
     result = run_demo(args.workdir, args.videos, console, channels=args.channels)
     try:
         report(result, args.workdir, console)
@@ -194,6 +201,18 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         if result.serving is not None:
             result.serving.stop()
+    return 0
+
+
+def _demo_stack(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tubelens.demo_stack import report_stack, run_stack_demo
+
+    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        result = run_stack_demo(args.workdir / "stack-demo", args.videos, args.channels, console, progress)
+    report_stack(result, args.workdir / "stack-demo", console)
     return 0
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tubelens.objects import ObjectStore
 from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, METADATA_ONLY, ChannelMean, MajorityClass
@@ -468,7 +469,8 @@ def render_task(report: TaskReport, console: Console) -> None:
     heading = f"{report.task} · {SPLIT_NAMES.get(report.split_column, report.split_column)}"
     counts = " / ".join(f"{part} {report.rows[part]}" for part in SPLITS)
     if report.skipped:
-        console.print(f"[bold]{heading}[/bold] ({counts}): {report.skipped}")
+        # Styled as text, not markup: the CLI's console prints markup verbatim so that paths and reasons stay intact.
+        console.print(Text.assemble((heading, "bold"), f" ({counts}): {report.skipped}"))
         return
     table = Table(title=f"{heading}  ({counts})", title_justify="left")
     if isinstance(report.results[0].metrics, ClassificationMetrics):

@@ -13,6 +13,7 @@ audio sequences from the registry's object store, where the pipeline stored them
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import zipfile
 from dataclasses import dataclass, replace
@@ -71,6 +72,7 @@ from tubelens.trainer.schema import BUCKET_NAMES
 from tubelens.trainer.ts_image_handler import CONFIG_FILE as FINETUNED_CONFIG
 
 SERVICE = "trainer"
+log = logging.getLogger(__name__)
 GENRE_FEATURES = "frames + audio"
 
 
@@ -182,15 +184,27 @@ def run_training(
     producer: Producer,
     seed: int = 0,
     finetune: FineTuneConfig | None = None,
+    skip_unsupported: bool = False,
 ) -> list[TrainingResult]:
+    """Train, judge, publish and (on a win) promote each task. With `skip_unsupported`, a task this snapshot cannot
+    support (InvalidInput: no validation video of a trained genre, no media at all) is logged and skipped so that
+    the others still train; the run fails only when no task could be trained."""
     if table.num_rows == 0:
         raise InvalidInput(f"snapshot {snapshot_id} has no complete videos to train on")
-    results = []
+    results, skipped = [], {}
     with tempfile.TemporaryDirectory(prefix="tubelens-train-") as tmp:
         for task in tasks:
             run = _Run(table, snapshot_id, registry, producer, seed, finetune)
-            results.append(_train_and_register(run, task, Path(tmp) / task))
+            try:
+                results.append(_train_and_register(run, task, Path(tmp) / task))
+            except InvalidInput as exc:
+                if not skip_unsupported:
+                    raise
+                skipped[task] = exc.message
+                log.warning("task skipped", extra={"task": task, "snapshot_id": snapshot_id, "reason": exc.message})
     producer.flush()
+    if skipped and not results:
+        raise InvalidInput(f"no task could be trained on {snapshot_id}: {skipped}")
     return results
 
 
