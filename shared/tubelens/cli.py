@@ -64,8 +64,13 @@ def add_stack_commands(commands: Commands) -> None:
 
 def add_demo_command(commands: Commands) -> None:
     demo = commands.add_parser("demo", help="the whole pipeline in one process, no servers")
-    demo.add_argument("--videos", type=int, default=200, help="how many videos flow through (default: %(default)s)")
-    demo.add_argument("--channels", type=int, default=8, help="channels they come from (default: %(default)s)")
+    demo.add_argument("--videos", type=int, default=720, help="how many videos flow through (default: %(default)s)")
+    demo.add_argument(
+        "--channels", type=int, default=24, help="channels they come from, three per genre (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--report", type=Path, default=Path("report"), help="where the HTML report goes (default: %(default)s/)"
+    )
     demo.add_argument(
         "--serve", action="store_true", help="keep the predictor serving after the report, until Ctrl-C or SIGTERM"
     )
@@ -188,7 +193,7 @@ def _demo(args: argparse.Namespace) -> int:
     console = _console()
     if args.stack:
         return _demo_stack(args, console)
-    result = run_demo(args.workdir, args.videos, console, channels=args.channels)
+    result = run_demo(args.workdir, args.videos, console, channels=args.channels, report_dir=args.report)
     try:
         report(result, args.workdir, console)
         if args.serve and result.serving is not None:

@@ -27,6 +27,7 @@ from tubelens.bus.memory import MemoryBus
 from tubelens.crawler.crawler import CycleReport
 from tubelens.crawler.main import build_crawler
 from tubelens.crawler.settings import CrawlerServiceSettings, CrawlerSettings
+from tubelens.demo_report import report_data
 from tubelens.demo_serving import Serving, Trained, client_example, sample_call, start_serving, train_models
 from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.handler import EmbeddingHandler
@@ -36,12 +37,13 @@ from tubelens.logs import configure_logging
 from tubelens.objects.local import LocalObjectStore
 from tubelens.preprocessor.handler import PreprocessorHandler
 from tubelens.preprocessor.settings import PreprocessorSettings
+from tubelens.report import build_report
 from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder, Snapshot
 from tubelens.trainer.evaluate import Report, evaluate_all
 from tubelens.v1 import events_pb2, predictor_pb2
 
 SERVICE = "demo"
-CHANNELS = 8
+CHANNELS = 24  # three per genre, so genre can be judged on held-out channels
 SEED = 7
 API_KEY = "demo-key"
 
@@ -70,10 +72,13 @@ class DemoResult:
     serving: Serving | None = None
     sample: predictor_pb2.PredictPopularityResponse | None = None
     example: str = ""
+    report_path: Path | None = None
     seconds: float = 0.0
 
 
-def run_demo(workdir: Path, videos: int, console: Console, *, channels: int = CHANNELS) -> DemoResult:
+def run_demo(
+    workdir: Path, videos: int, console: Console, *, channels: int = CHANNELS, report_dir: Path = Path("report")
+) -> DemoResult:
     """The whole pipeline; the predictor in the result is still serving: stop it with `result.serving.stop()`."""
     workdir.mkdir(parents=True, exist_ok=True)
     configure_logging(SERVICE, "INFO", stream=open(workdir / "demo.log", "a"))  # noqa: SIM115 - lives with the process
@@ -108,12 +113,41 @@ def run_demo(workdir: Path, videos: int, console: Console, *, channels: int = CH
         known = _known_video(snapshot)
         result.sample = sample_call(result.serving.address, *known)
         result.example = client_example(result.serving.address, known[0])
+        result.objects = sum(1 for _ in store.list())  # models and snapshots included
+        result.seconds = time.perf_counter() - started
+        console.print("writing the HTML report (occlusion heatmaps ask the served model) ...")
+        result.report_path = write_report(result, snapshot, index, store, report_dir)
     except BaseException:
         result.serving.stop()  # its gRPC threads would keep the process alive
         raise
-    result.objects = sum(1 for _ in store.list())  # models and snapshots included
-    result.seconds = time.perf_counter() - started
     return result
+
+
+def write_report(
+    result: DemoResult, snapshot: Snapshot, index: SimilarityIndex, store: LocalObjectStore, out_dir: Path
+) -> Path:
+    dead_letters = [
+        (events.decode(letter.value).video_discovered.video_id, f"{letter.error_type}: {letter.reason}")
+        for letter in result.dead_letters
+    ]
+    models = [
+        {"task": r.entry.task, "version": r.entry.version, "promoted": r.promoted, "metrics": r.metrics}
+        for r in result.trained.results
+    ]
+    data = report_data(
+        snapshot_id=snapshot.id,
+        table=snapshot.table,
+        pipeline=[(what, count) for what, count in pipeline_rows(result) if isinstance(count, int)],
+        dead_letters=dead_letters,
+        evaluation=result.evaluation.to_dict() if result.evaluation else {},
+        models=models,
+        serving=result.serving,
+        index=index,
+        store=store,
+        example=result.example,
+        seed=SEED,
+    )
+    return build_report(data, out_dir)
 
 
 def _known_video(snapshot: Snapshot) -> tuple[str, str]:
@@ -256,7 +290,21 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
     table = Table(title="tubelens demo: crawl, preprocess, embed, train")
     table.add_column("what")
     table.add_column("count", justify="right")
-    rows = [
+    for what, count in pipeline_rows(result):
+        table.add_row(what, str(count))
+    console.print(table)
+    kinds = Counter(letter.error_type for letter in result.dead_letters)
+    for letter in result.dead_letters:
+        video_id = events.decode(letter.value).video_discovered.video_id
+        console.print(f"DLQ {video_id}: {letter.error_type}: {letter.reason[:140]}")
+    if kinds:
+        console.print("dead letters by error: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    _print_findings(result, workdir, console)
+
+
+def pipeline_rows(result: DemoResult) -> list[tuple[str, int | str]]:
+    """What the demo processed, for the console table and the HTML report."""
+    return [
         ("channels in the stand-in's catalogue", len(result.catalogue.get("channels", []))),
         ("videos discovered", result.discovered),
         ("  by source", ", ".join(f"{k} {v}" for k, v in sorted(result.crawl.discovered.items()))),
@@ -273,15 +321,9 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
         ("dead-lettered", len(result.dead_letters)),
         ("seconds", f"{result.seconds:.1f}"),
     ]
-    for what, count in rows:
-        table.add_row(what, str(count))
-    console.print(table)
-    kinds = Counter(letter.error_type for letter in result.dead_letters)
-    for letter in result.dead_letters:
-        video_id = events.decode(letter.value).video_discovered.video_id
-        console.print(f"DLQ {video_id}: {letter.error_type}: {letter.reason[:140]}")
-    if kinds:
-        console.print("dead letters by error: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+
+
+def _print_findings(result: DemoResult, workdir: Path, console: Console) -> None:
     if result.concepts:
         console.print(
             "ImageNet concepts seen most in frames: " + ", ".join(f"{label} ({n})" for label, n in result.concepts)
@@ -294,6 +336,8 @@ def report(result: DemoResult, workdir: Path, console: Console) -> None:
         result.evaluation.render(console)
     _models_table(result, console)
     _predictor_section(result, console)
+    if result.report_path is not None:
+        console.print(f"HTML report: {result.report_path.resolve()}")
     console.print(f"objects under {workdir / 'objects'}, metrics in {workdir / 'metrics.json'}")
     console.print(f"JSON logs in {workdir / 'demo.log'}")
 

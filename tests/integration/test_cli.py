@@ -24,7 +24,11 @@ def row(table: str, label: str) -> int:
 
 
 def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each_bad_input(tmp_path: Path) -> None:
-    done = tubelens("demo", "--videos", "40", "--workdir", str(tmp_path / "demo"), cwd=tmp_path)
+    done = tubelens(
+        "demo", "--videos", "40", "--channels", "8",
+        "--workdir", str(tmp_path / "demo"), "--report", str(tmp_path / "report"),
+        cwd=tmp_path,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert row(out, "videos discovered") == 40
@@ -44,6 +48,18 @@ def test_demo_crawls_the_stand_in_preprocesses_every_video_and_dead_letters_each
     assert re.search(r"predictor \(gRPC, tubelens.v1.Predictor\) at 127\.0\.0\.1:\d+", out)
     assert "PredictPopularity of a known thumbnail, answered by popularity" in out
     assert "tubelens.v1.Predictor/PredictPopularity" in out
+    # The HTML report: present, self-contained, and counting the dead letters.
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert f"HTML report: {tmp_path / 'report' / 'index.html'}" in out
+    for section in (
+        "Predicted vs actual views",
+        "Confusion matrices",
+        "Similar thumbnails",
+        "drives its predicted views",
+    ):
+        assert section in page
+    assert re.search(r"5\s*(</[a-z]+>\s*)*inputs dead-lettered", page)
+    assert "http://" not in page.replace("http://127.0.0.1", "") and "<script src" not in page
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["seed"] == 7 and metrics["split_order"] == ["split_time", "split_channel", "split_random"]
     assert {t["task"] for t in metrics["tasks"]} == {"popularity_bucket", "popularity_regression", "channel", "genre"}
