@@ -19,7 +19,8 @@ def count(out: str, label: str) -> int:
 
 def test_the_stack_demo_runs_every_service_as_a_process_and_serves_over_torchserve(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tubelens.cli", "demo", "--stack", "--videos", "40", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "tubelens.cli", "demo", "--stack", "--videos", "40", "--channels", "8"]
+        + ["--workdir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

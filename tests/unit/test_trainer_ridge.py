@@ -130,3 +130,11 @@ def test_a_regressor_without_a_spread_says_so(tmp_path: Path) -> None:
     head.config.residual_sigma = 0.0
     with pytest.raises(ValueError, match="train_ridge"):
         head.bucket_probabilities(x)
+
+
+def test_per_dimension_block_scaling_gives_unit_variance_per_dimension_on_average() -> None:
+    x, _ = _data(2, 500)
+    standardizer = Standardizer.fit(x, shared_scale_spans=((META, META + EMBED),), per_dimension=True)
+    scaled = standardizer.transform(x)[:, META:].astype(np.float64)
+    assert np.mean(np.var(scaled, axis=0)) == pytest.approx(1.0, rel=1e-3)
+    assert len(set(standardizer.scale[META:].tolist())) == 1  # one scale: the block's geometry is kept

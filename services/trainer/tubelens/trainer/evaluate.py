@@ -357,7 +357,10 @@ def _channel(run: _Run, _target: str) -> list[ModelResult]:
     y_train, y_val, y_test = run.parts(channel_labels(run.table))
     labels = sorted(set(y_train))
     x_train, x_val, x_test = run.parts(run.features(IMAGE))
-    head = train_classifier(x_train, y_train, x_val, y_val, labels=labels, **run.head_options(IMAGE))
+    spans = run.built(IMAGE).embedding_spans
+    head = train_classifier(
+        x_train, y_train, x_val, y_val, labels=labels, shared_scale_spans=spans, **run.head_options(IMAGE)
+    )
     known = set(labels)
     unseen = sum(label not in known for label in y_test)
     note = f"{unseen} test videos from channels unseen in training, counted as errors" if unseen else ""

@@ -98,15 +98,20 @@ class Standardizer:
         return np.array_equal(self.mean, other.mean) and np.array_equal(self.scale, other.scale)
 
     @classmethod
-    def fit(cls, matrix: np.ndarray, *, shared_scale_spans: tuple[tuple[int, int], ...] = ()) -> Standardizer:
+    def fit(
+        cls, matrix: np.ndarray, *, shared_scale_spans: tuple[tuple[int, int], ...] = (), per_dimension: bool = False
+    ) -> Standardizer:
         """Centre every column; scale each column by its own spread, except the columns of each [start, stop) span,
-        which share one scale: the RMS norm of the span's centred rows, so that a whole embedding block weighs as
-        much as one metadata column and no near-constant embedding dimension gets blown up."""
+        which share one scale, so that no near-constant embedding dimension gets blown up. The shared scale is the
+        RMS norm of the span's centred rows (the block weighs as much as one metadata column: what a penalty shared
+        across blocks needs), or with `per_dimension` that norm over the square root of the span's width (each
+        dimension has unit variance on average: what gradient descent with one learning rate needs)."""
         mean = matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
         scale = matrix.std(axis=0, dtype=np.float64).astype(np.float32)
         for start, stop in shared_scale_spans:
             centred = matrix[:, start:stop].astype(np.float64) - mean[start:stop]
-            scale[start:stop] = np.sqrt(np.mean(np.sum(centred**2, axis=1))) if len(centred) else 1.0
+            norm = np.sqrt(np.mean(np.sum(centred**2, axis=1))) if len(centred) else 1.0
+            scale[start:stop] = norm / np.sqrt(stop - start) if per_dimension else norm
         # A column constant in training carries nothing to learn; scale 1 keeps it finite instead of dividing by 0.
         scale[scale < 1e-8] = 1.0
         return cls(mean, scale)

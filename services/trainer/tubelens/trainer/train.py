@@ -146,7 +146,8 @@ def train_head(
         )  # fmt: skip
     options = {"feature_set": spec.feature_set, "config": TrainConfig(seed=seed), "quiet": True, "description": task}
     y, labels = _class_labels(table, task)
-    return train_classifier(x[train], y[train], x[val], y[val], labels=labels, **options)
+    spans = built.embedding_spans
+    return train_classifier(x[train], y[train], x[val], y[val], labels=labels, shared_scale_spans=spans, **options)
 
 
 def held_out_metrics(head: Model, table: pa.Table, task: str, *, inputs: TaskInputs = None) -> dict[str, float]:
