@@ -6,6 +6,7 @@ videos, and occlusion heatmaps computed through the served model.
 from __future__ import annotations
 
 import io
+import json
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -127,7 +128,7 @@ def report_data(
         snapshot_id=snapshot_id,
         pipeline=pipeline,
         dead_letters=dead_letters,
-        evaluation=evaluation,
+        evaluation=with_channel_titles(evaluation, table),
         popularity=popularity_points(table, serving),
         similar=similar_examples(table, index, store),
         concepts=concept_clouds(table),
@@ -135,6 +136,24 @@ def report_data(
         models=models,
         predictor={"address": serving.address, "example": example},
     )
+
+
+def with_channel_titles(evaluation: dict, table: pa.Table) -> dict:
+    """The evaluation with channel ids shown as channel titles, for readers of the report (the labels stay ids in
+    metrics.json, where they are keys); a title two channels share keeps its id beside it."""
+    ids, names = table.column("channel_id").to_pylist(), table.column("channel_title").to_pylist()
+    titles = dict(zip(ids, names, strict=True))
+    shared = {title for title, count in Counter(titles.values()).items() if count > 1}
+    shown = {cid: (f"{title} ({cid})" if title in shared or not title else title) for cid, title in titles.items()}
+    copy = json.loads(json.dumps(evaluation))
+    for task in copy.get("tasks", []):
+        if task.get("task") != "channel":
+            continue
+        for result in task.get("results", []):
+            metrics = result.get("metrics", {})
+            if "labels" in metrics:
+                metrics["labels"] = [shown.get(label, label) for label in metrics["labels"]]
+    return copy
 
 
 def _features_of(rows: pa.Table, feature_set: str) -> np.ndarray:
