@@ -30,11 +30,11 @@ from tests.predictorkit import (
 )
 from tubelens import events
 from tubelens.bus import Message
-from tubelens.errors import Conflict, InvalidInput, NotFound, Unavailable
+from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable
 from tubelens.predictor.inprocess import InProcessRuntime
 from tubelens.predictor.models import NO_PRODUCTION, ModelManager, SwapFailed
-from tubelens.predictor.runtime import Body, CallBudget, ModelServerError, Transient, with_retries
-from tubelens.predictor.settings import PredictorServiceSettings, RuntimeKind
+from tubelens.predictor.runtime import Body, CallBudget, ModelServerError, Transient, open_runtime, with_retries
+from tubelens.predictor.settings import PredictorServiceSettings, PredictorSettings, RuntimeKind
 from tubelens.predictor.swap import swap_handler
 from tubelens.settings import load_settings
 from tubelens.trainer.registry import ModelRegistry, model_trained_event
@@ -421,4 +421,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.tasks == ["popularity_bucket"]
     assert settings.deadline_s == 2.5
     assert settings.torchserve.management_url == "http://ts:8081"
-    assert settings.torchserve.inference_url == "http://127.0.0.1:8080"
+    assert settings.torchserve.inference_url == ""  # unset: only the TorchServe runtime needs it
+
+
+def test_the_torchserve_runtime_needs_its_addresses() -> None:
+    settings = PredictorSettings(runtime=RuntimeKind.TORCHSERVE)
+    with pytest.raises(ConfigError, match="TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL, .*MANAGEMENT_URL: required"):
+        open_runtime(settings)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tubelens.errors import Conflict, InvalidInput, NotFound, TooLarge, TubelensError, Unavailable
+from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, TooLarge, TubelensError, Unavailable
 from tubelens.predictor.settings import PredictorSettings, RuntimeKind
 
 T = TypeVar("T")
@@ -147,6 +147,14 @@ def open_runtime(settings: PredictorSettings) -> ModelRuntime:
     from tubelens.predictor.torchserve import TorchServeRuntime
 
     ts = settings.torchserve
+    missing = [
+        name for name, url in (("INFERENCE_URL", ts.inference_url), ("MANAGEMENT_URL", ts.management_url)) if not url
+    ]
+    if missing:
+        names = ", ".join(f"TUBELENS_PREDICTOR__TORCHSERVE__{name}" for name in missing)
+        raise ConfigError(
+            f"{names}: required when TUBELENS_PREDICTOR__RUNTIME=torchserve (tubelens stack up writes them)"
+        )
     return TorchServeRuntime(
         ts.inference_url,
         ts.management_url,

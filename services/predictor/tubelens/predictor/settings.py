@@ -21,8 +21,10 @@ class RuntimeKind(StrEnum):
 
 
 class TorchServeSettings(BaseModel):
-    inference_url: str = "http://127.0.0.1:8080"
-    management_url: str = "http://127.0.0.1:8081"
+    # No defaults: a guessed port could reach some other server. `tubelens stack up` writes both, the chart sets
+    # them to its sidecar, and the TorchServe runtime refuses to start without them.
+    inference_url: str = ""
+    management_url: str = ""
     # TorchServe reads archives from its model store, so the predictor must be able to write there (a shared volume).
     model_store: Path = Path(".tubelens") / "model-store"
     initial_workers: int = Field(default=1, ge=1, description="workers per loaded version")
