@@ -29,10 +29,8 @@ forked RNG. A trained model saves as a head does, `head.pt` (state dict) + `head
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +47,7 @@ from torch import nn
 from tubelens.errors import InvalidInput, NotFound
 from tubelens.objects import ObjectStore
 from tubelens.trainer.features import Standardizer
-from tubelens.trainer.heads import CONFIG_FILE, STATE_FILE, TrainOutcome, _progress
+from tubelens.trainer.heads import CONFIG_FILE, STATE_FILE, TrainOutcome, train_with_early_stopping
 from tubelens.trainer.metrics import encode
 from tubelens.trainer.schema import EMBEDDING_DIM
 from tubelens.trainer.ts_handler import AUDIO, FRAMES, GENRE, STREAMS, build_network, pad_sequences, sample_steps
@@ -378,22 +376,15 @@ def _fit(
         network = build_genre_module(head_config)
         optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         order = torch.Generator().manual_seed(config.seed)
-        best_state, best_loss, best_epoch, epoch = copy.deepcopy(network.state_dict()), math.inf, 0, 0
-        with _progress(quiet) as progress:
-            task = progress.add_task(description, total=config.max_epochs)
-            for epoch in range(1, config.max_epochs + 1):
-                _one_epoch(network, optimizer, loss_fn, train, config.batch_size, order)
-                val_loss = _loss(network, loss_fn, val, config.batch_size)
-                progress.update(task, advance=1, description=f"{description}  val loss {val_loss:.4f}")
-                if val_loss < best_loss - config.min_improvement:
-                    best_state, best_loss, best_epoch = copy.deepcopy(network.state_dict()), val_loss, epoch
-                elif epoch - best_epoch >= config.patience:
-                    break
-            # The bar stays behind as the model's one-line training record.
-            summary = f"{description}  best epoch {best_epoch}, val loss {best_loss:.4f}"
-            progress.update(task, total=epoch, completed=epoch, description=summary)
-    network.load_state_dict(best_state)
-    return network.eval(), TrainOutcome(epoch, best_epoch, best_loss, time.perf_counter() - started)
+        epochs, best_epoch, best_loss = train_with_early_stopping(
+            network,
+            lambda: _one_epoch(network, optimizer, loss_fn, train, config.batch_size, order),
+            lambda: _loss(network, loss_fn, val, config.batch_size),
+            config,
+            description=description,
+            quiet=quiet,
+        )
+    return network.eval(), TrainOutcome(epochs, best_epoch, best_loss, time.perf_counter() - started)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,22 +385,45 @@ def _train(
         module = build_module(head_config)
         optimizer = torch.optim.AdamW(module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         order = torch.Generator().manual_seed(config.seed)
-        best_state, best_loss, best_epoch, epoch = copy.deepcopy(module.state_dict()), math.inf, 0, 0
-        with _progress(quiet) as progress:
-            task = progress.add_task(description, total=config.max_epochs)
-            for epoch in range(1, config.max_epochs + 1):
-                _one_epoch(module, optimizer, loss_fn, x_train, y_train, config.batch_size, order)
-                val_loss = _loss(module, loss_fn, x_val, y_val)
-                progress.update(task, advance=1, description=f"{description}  val loss {val_loss:.4f}")
-                if val_loss < best_loss - config.min_improvement:
-                    best_state, best_loss, best_epoch = copy.deepcopy(module.state_dict()), val_loss, epoch
-                elif epoch - best_epoch >= config.patience:
-                    break
-            # The bar stays behind as the head's one-line training record.
-            summary = f"{description}  best epoch {best_epoch}, val loss {best_loss:.4f}"
-            progress.update(task, total=epoch, completed=epoch, description=summary)
+        epochs, best_epoch, best_loss = train_with_early_stopping(
+            module,
+            lambda: _one_epoch(module, optimizer, loss_fn, x_train, y_train, config.batch_size, order),
+            lambda: _loss(module, loss_fn, x_val, y_val),
+            config,
+            description=description,
+            quiet=quiet,
+        )
+    return module.eval(), TrainOutcome(epochs, best_epoch, best_loss, time.perf_counter() - started)
+
+
+def train_with_early_stopping(
+    module: nn.Module,
+    run_epoch: Callable[[], None],
+    val_loss: Callable[[], float],
+    config: Any,
+    *,
+    description: str,
+    quiet: bool,
+) -> tuple[int, int, float]:
+    """Epochs until the validation loss has not improved by `config.min_improvement` for `config.patience` epochs
+    (at most `config.max_epochs`); leaves `module` at its best epoch's weights and returns (epochs run, best epoch,
+    best validation loss). One loop for every network the trainer fits, with a progress bar that stays behind as the
+    model's one-line training record."""
+    best_state, best_loss, best_epoch, epoch = copy.deepcopy(module.state_dict()), math.inf, 0, 0
+    with _progress(quiet) as progress:
+        task = progress.add_task(description, total=config.max_epochs)
+        for epoch in range(1, config.max_epochs + 1):
+            run_epoch()
+            loss = val_loss()
+            progress.update(task, advance=1, description=f"{description}  val loss {loss:.4f}")
+            if loss < best_loss - config.min_improvement:
+                best_state, best_loss, best_epoch = copy.deepcopy(module.state_dict()), loss, epoch
+            elif epoch - best_epoch >= config.patience:
+                break
+        summary = f"{description}  best epoch {best_epoch}, val loss {best_loss:.4f}"
+        progress.update(task, total=epoch, completed=epoch, description=summary)
     module.load_state_dict(best_state)
-    return module.eval(), TrainOutcome(epoch, best_epoch, best_loss, time.perf_counter() - started)
+    return epoch, best_epoch, best_loss
 
 
 def _one_epoch(
