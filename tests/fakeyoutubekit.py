@@ -8,7 +8,7 @@ from typing import Any
 
 import urllib3
 
-from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
+from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 
 NOW = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
 KEY = "test-key"

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from tubelens.modelkit.registry import ModelRegistry, RegistryEntry, package_head
 from tubelens.objects import LocalObjectStore
 from tubelens.trainer.heads import Classifier, Regressor, TrainConfig, train_classifier, train_regressor
-from tubelens.trainer.registry import ModelRegistry, RegistryEntry, package_head
 
 FEATURES = 5
 LABELS = ["low", "mid", "high"]

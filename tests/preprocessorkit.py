@@ -20,8 +20,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from tubelens.devtools.servers import LOOPBACK
 from tubelens.preprocessor.settings import PreprocessorSettings
-from tubelens.servers import LOOPBACK
 
 
 def loopback_settings(**overrides: object) -> PreprocessorSettings:

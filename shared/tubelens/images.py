@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -53,3 +55,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image.convert("RGB")
     except ValueError as exc:
         raise InvalidInput(f"unsupported image mode {image.mode}: {exc}") from None
+
+
+# Shards store phashes as uint64 and cannot say "none"; 0 stands for unknown everywhere. A real pHash is 0 only for
+# an image without texture, where falling back to the stricter cosine test loses nothing.
+UNKNOWN_PHASH = 0
+
+
+@dataclass(frozen=True)
+class NearDuplicatePolicy:
+    """Two thumbnails are near-duplicates when their perceptual hashes and their embeddings both agree.
+
+    The pHash catches re-encodes, crops and small edits; the embedding rules out unrelated images whose hashes collide.
+    Without both hashes only the embedding can tell, so it must agree more closely.
+    """
+
+    max_hamming: int = 10
+    min_cosine: float = 0.9
+    min_cosine_without_phash: float = 0.97
+
+    def judge(self, cosine: float, phash_a: int, phash_b: int) -> bool:
+        if phash_a == UNKNOWN_PHASH or phash_b == UNKNOWN_PHASH:
+            return cosine >= self.min_cosine_without_phash
+        return hamming_distance(phash_a, phash_b) <= self.max_hamming and cosine >= self.min_cosine

@@ -20,7 +20,7 @@ from rich.table import Table
 from tubelens.bus import Bus, Message, Worker
 from tubelens.bus.kafka import KafkaBus
 from tubelens.bus.memory import MemoryBus
-from tubelens.servers import start_broker
+from tubelens.devtools.servers import start_broker
 from tubelens.settings import KafkaSettings
 
 PAYLOAD = os.urandom(1024)

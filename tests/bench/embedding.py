@@ -22,10 +22,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.batching import MicroBatcher
-from tubelens.embedding.export import export_onnx, natural_noise
-from tubelens.embedding.text import TextEncoder
+from tubelens.modelkit.backbone import Backbone
+from tubelens.modelkit.export import export_onnx, natural_noise
+from tubelens.modelkit.text import TextEncoder
 
 THREADS = 2
 BATCH_SIZES = (1, 8, 32)

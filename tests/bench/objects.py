@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tubelens.devtools.servers import S3_ACCESS_KEY, S3_SECRET_KEY, start_s3
 from tubelens.objects import ObjectStore, open_store
-from tubelens.servers import S3_ACCESS_KEY, S3_SECRET_KEY, start_s3
 from tubelens.settings import LocalObjectsSettings, ObjectsKind, S3Settings, TubelensSettings
 
 MB = 1024 * 1024

@@ -24,14 +24,14 @@ from rich.table import Table
 
 from tests.datasetkit import NOW, make_world
 from tubelens.bus.memory import MemoryBus
-from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.devtools.servers import start_torchserve
+from tubelens.modelkit.registry import ModelRegistry
 from tubelens.objects.local import LocalObjectStore
 from tubelens.predictor.assemble import VideoFacts, feature_rows
 from tubelens.predictor.main import PredictorApp, build_app
 from tubelens.predictor.settings import ApiSettings, PredictorSettings, RuntimeKind, TorchServeSettings
-from tubelens.servers import start_torchserve
 from tubelens.trainer.dataset import DatasetBuilder
-from tubelens.trainer.registry import ModelRegistry
 from tubelens.trainer.train import run_training
 from tubelens.v1 import predictor_pb2, predictor_pb2_grpc
 

@@ -27,12 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.unit.test_trainer_models import synthetic_table
-from tubelens.fakeyoutube import Catalogue
-from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
-from tubelens.trainer.features import IMAGE, MULTIMODAL, bucket_labels, channel_labels, features, regression_target
+from tubelens.devtools.fakeyoutube import Catalogue
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.modelkit.features import IMAGE, MULTIMODAL, bucket_labels, channel_labels, features, regression_target
+from tubelens.modelkit.schema import BUCKET_NAMES
 from tubelens.trainer.finetune import FineTuneConfig, fine_tune
 from tubelens.trainer.heads import TrainConfig, train_classifier, train_regressor, train_ridge
-from tubelens.trainer.schema import BUCKET_NAMES
 
 TRAIN_ROWS = 10_000
 VAL_ROWS = 2_000

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
+from tubelens.devtools.servers import LOOPBACK, free_port
 from tubelens.errors import Conflict, InvalidInput, NotFound, Unavailable
 from tubelens.objects import ObjectInfo, ObjectStore, open_store
-from tubelens.servers import LOOPBACK, free_port
 from tubelens.settings import LocalObjectsSettings, ObjectsKind, S3Settings, TubelensSettings
 from tubelens.v1 import common_pb2
 

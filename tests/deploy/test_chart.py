@@ -204,7 +204,7 @@ def settings_classes() -> dict:
     from tubelens.embedding.settings import EmbeddingServiceSettings
     from tubelens.predictor.settings import PredictorServiceSettings
     from tubelens.preprocessor.settings import PreprocessorServiceSettings
-    from tubelens.trainer.main import TrainerServiceSettings
+    from tubelens.trainer.settings import TrainerServiceSettings
 
     return {
         "crawler": CrawlerServiceSettings,

@@ -21,7 +21,7 @@ def training_job(docs: list[dict]) -> dict:
 def trainer_settings(docs: list[dict], monkeypatch: pytest.MonkeyPatch):
     """The trainer's settings as its pod would load them: its ConfigMap plus the S3 Secret."""
     from tubelens.settings import load_settings
-    from tubelens.trainer.main import TrainerServiceSettings
+    from tubelens.trainer.settings import TrainerServiceSettings
 
     for key, value in one(docs, "ConfigMap", name_of("trainer"))["data"].items():
         monkeypatch.setenv(key, value)

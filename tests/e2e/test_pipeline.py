@@ -21,9 +21,9 @@ from tests.buskit import Recorder, running, wait_until
 from tubelens import events
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
-from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
-from tubelens.fakeyoutube.catalogue import THUMBNAIL_FAULTS
-from tubelens.servers import ServerProcess, start_broker, start_torchserve
+from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
+from tubelens.devtools.fakeyoutube.catalogue import THUMBNAIL_FAULTS
+from tubelens.devtools.servers import ServerProcess, start_broker, start_torchserve
 from tubelens.settings import KafkaSettings
 from tubelens.v1 import embedding_pb2, embedding_pb2_grpc, events_pb2, predictor_pb2, predictor_pb2_grpc
 

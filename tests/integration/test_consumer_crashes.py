@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.buskit import discovered, wait_until
 from tubelens import events
 from tubelens.bus.kafka import KafkaBus
-from tubelens.servers import ServerProcess
+from tubelens.devtools.servers import ServerProcess
 from tubelens.settings import KafkaSettings
 
 BATCH = 20

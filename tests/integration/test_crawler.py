@@ -13,7 +13,7 @@ from tubelens.bus.memory import MemoryBus
 from tubelens.crawler.crawler import Crawler
 from tubelens.crawler.main import build_crawler
 from tubelens.crawler.settings import CrawlerServiceSettings, CrawlerSettings
-from tubelens.fakeyoutube import FakeYouTube, ServerFaults
+from tubelens.devtools.fakeyoutube import FakeYouTube, ServerFaults
 
 
 @pytest.fixture

@@ -16,18 +16,18 @@ from tests.buskit import FAST_RETRY, Recorder, running
 from tubelens import events
 from tubelens.bus import Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
-from tubelens.embedding.backbone import Backbone
+from tubelens.devtools.fakeyoutube import Catalogue
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.devtools.servers import ServerProcess
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
 from tubelens.embedding.main import start_api
 from tubelens.embedding.settings import EmbeddingServiceSettings, EmbeddingSettings
-from tubelens.fakeyoutube import Catalogue
-from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
 from tubelens.images import phash
+from tubelens.modelkit.backbone import Backbone
 from tubelens.objects import ObjectStore, open_store
 from tubelens.preprocessor.thumbnails import prepare_thumbnail, store_thumbnail
 from tubelens.rpc import error_info
-from tubelens.servers import ServerProcess
 from tubelens.service import Runtime
 from tubelens.settings import KafkaSettings, ObjectsKind, S3Settings
 from tubelens.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2

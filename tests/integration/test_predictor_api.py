@@ -20,12 +20,13 @@ from PIL import Image
 
 from tests.datasetkit import NOW, World, make_world
 from tubelens.bus.memory import MemoryBus
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
 from tubelens.embedding.main import start_api
 from tubelens.embedding.settings import EmbeddingServiceSettings, EmbeddingSettings
-from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
 from tubelens.labels import BUCKET_NAMES
+from tubelens.modelkit.registry import ModelRegistry, package_head
 from tubelens.objects.local import LocalObjectStore
 from tubelens.predictor.main import PredictorApp, backbone_embedder, build_app, embedding_similar
 from tubelens.predictor.settings import ApiSettings, PredictorSettings, RuntimeKind
@@ -33,7 +34,6 @@ from tubelens.rpc import error_info
 from tubelens.service import Runtime
 from tubelens.trainer.dataset import DatasetBuilder
 from tubelens.trainer.genre import GenreTrainConfig, genre_labels, load_genre_inputs, train_genre
-from tubelens.trainer.registry import ModelRegistry, package_head
 from tubelens.trainer.train import run_training
 from tubelens.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 

@@ -18,12 +18,12 @@ from tests.predictorkit import WARMUP, Heads, body, local_registry, publish_vers
 from tubelens import events
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.memory import MemoryBus
+from tubelens.devtools.servers import LOOPBACK, ServerProcess, start_torchserve
+from tubelens.modelkit.registry import ModelRegistry, model_trained_event
 from tubelens.predictor.models import ModelManager
 from tubelens.predictor.runtime import CallBudget
 from tubelens.predictor.swap import swap_handler
 from tubelens.predictor.torchserve import TorchServeRuntime
-from tubelens.servers import LOOPBACK, ServerProcess, start_torchserve
-from tubelens.trainer.registry import ModelRegistry, model_trained_event
 from tubelens.v1 import events_pb2
 
 CLIENTS = 4

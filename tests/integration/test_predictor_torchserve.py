@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from tests.predictorkit import FEATURES, TOLERANCE, WARMUP, Heads, body, predictions, train_heads
+from tubelens.devtools.servers import LOOPBACK, ServerProcess, start_torchserve
 from tubelens.errors import InvalidInput, NotFound, Unavailable
 from tubelens.predictor.inprocess import InProcessRuntime
 from tubelens.predictor.runtime import CallBudget
 from tubelens.predictor.torchserve import TorchServeRuntime
-from tubelens.servers import LOOPBACK, ServerProcess, start_torchserve
 
 TASK = "views"
 

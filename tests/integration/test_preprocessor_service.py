@@ -24,9 +24,9 @@ from tests.preprocessorkit import Origin, jpeg, loopback_settings, png_declaring
 from tubelens import events
 from tubelens.bus import Bus, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
+from tubelens.devtools.servers import ServerProcess
 from tubelens.objects import ObjectStore, open_store
 from tubelens.preprocessor.handler import PreprocessorHandler
-from tubelens.servers import ServerProcess
 from tubelens.settings import KafkaSettings, ObjectsKind, S3Settings, TubelensSettings
 from tubelens.v1 import events_pb2
 

@@ -17,10 +17,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from minio import Minio
 
-from tubelens import stack
-from tubelens.errors import Unavailable
-from tubelens.predictor.settings import PredictorServiceSettings
-from tubelens.servers import (
+from tubelens.devtools import stack
+from tubelens.devtools.servers import (
     ServerProcess,
     group_alive,
     pid_alive,
@@ -29,8 +27,10 @@ from tubelens.servers import (
     tcp_open,
     torchserve_healthy,
 )
+from tubelens.devtools.stack import read_state
+from tubelens.errors import Unavailable
+from tubelens.predictor.settings import PredictorServiceSettings
 from tubelens.settings import load_settings
-from tubelens.stack import read_state
 
 TORCHSERVE_DEFAULT_PORTS = {8080, 8081, 8082, 7070, 7071}
 

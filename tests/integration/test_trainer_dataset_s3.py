@@ -7,12 +7,13 @@ from datetime import timedelta
 import pytest
 
 from tests.datasetkit import NOW, make_world
+from tubelens.devtools.servers import ServerProcess
 from tubelens.errors import NotFound
+from tubelens.modelkit.schema import SCHEMA
+from tubelens.modelkit.snapshots import load_snapshot, manifest_key
 from tubelens.objects import S3ObjectStore
-from tubelens.servers import ServerProcess
 from tubelens.settings import S3Settings
-from tubelens.trainer.dataset import DatasetBuilder, load_snapshot, manifest_key
-from tubelens.trainer.schema import SCHEMA
+from tubelens.trainer.dataset import DatasetBuilder
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from tubelens.fakeyoutube import Catalogue
-from tubelens.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
-from tubelens.servers import ServerProcess, start_torchserve
+from tubelens.devtools.fakeyoutube import Catalogue
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
+from tubelens.devtools.servers import ServerProcess, start_torchserve
+from tubelens.modelkit.registry import package_finetuned
+from tubelens.modelkit.ts_image_handler import CONFIG_FILE, MODEL_FILE
 from tubelens.trainer.finetune import FineTuneConfig, FineTuned, fine_tune, load_finetuned
-from tubelens.trainer.registry import package_finetuned
-from tubelens.trainer.ts_image_handler import CONFIG_FILE, MODEL_FILE
 
 TASK = "channel_image"
 TOLERANCE = 1e-5

@@ -20,11 +20,11 @@ import pytest
 from tests.datasetkit import put_array
 from tubelens import events
 from tubelens.bus.memory import MemoryBus
+from tubelens.devtools.servers import ServerProcess, start_torchserve
 from tubelens.errors import InvalidInput
+from tubelens.modelkit.registry import ModelRegistry, package_head
 from tubelens.objects import LocalObjectStore
-from tubelens.servers import ServerProcess, start_torchserve
 from tubelens.trainer.genre import FRAME_DIM, GenreInputs, GenreModel, GenreTrainConfig, train_genre
-from tubelens.trainer.registry import ModelRegistry, package_head
 from tubelens.trainer.splits import channel_split
 from tubelens.trainer.train import SPECS, run_training
 

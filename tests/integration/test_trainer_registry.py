@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from tubelens.devtools.servers import ServerProcess, start_torchserve
 from tubelens.errors import Conflict, InvalidInput, NotFound
+from tubelens.modelkit import ts_handler
+from tubelens.modelkit.registry import ModelRegistry, RegistryEntry, model_trained_event, package_head
+from tubelens.modelkit.schema import BUCKET_NAMES
 from tubelens.objects import LocalObjectStore
-from tubelens.servers import ServerProcess, start_torchserve
-from tubelens.trainer import ts_handler
 from tubelens.trainer.heads import (
     Classifier,
     Regressor,
@@ -29,8 +31,6 @@ from tubelens.trainer.heads import (
     train_classifier,
     train_ridge,
 )
-from tubelens.trainer.registry import ModelRegistry, RegistryEntry, model_trained_event, package_head
-from tubelens.trainer.schema import BUCKET_NAMES
 
 LABELS = ["low", "mid", "high"]
 FEATURES = 5

@@ -11,10 +11,10 @@ from tests.datasetkit import NOW, make_world
 from tubelens import events
 from tubelens.bus.memory import MemoryBus
 from tubelens.errors import InvalidInput
+from tubelens.modelkit.registry import ModelRegistry
 from tubelens.objects.local import LocalObjectStore
 from tubelens.trainer.dataset import DatasetBuilder
 from tubelens.trainer.finetune import FineTuneConfig
-from tubelens.trainer.registry import ModelRegistry
 from tubelens.trainer.train import CHANNEL_FINETUNED, DEFAULT_TASKS, SPECS, run_training
 
 

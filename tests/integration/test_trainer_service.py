@@ -23,10 +23,11 @@ from tests.unit.test_trainer_jobs import NAMESPACE, FakeKubernetes, fake_kuberne
 from tubelens import events
 from tubelens.bus import Worker
 from tubelens.bus.kafka import KafkaBus
+from tubelens.devtools.servers import ServerProcess, start_broker
+from tubelens.modelkit.snapshots import load_snapshot
 from tubelens.objects.local import LocalObjectStore
-from tubelens.servers import ServerProcess, start_broker
 from tubelens.settings import KafkaSettings
-from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder, load_snapshot
+from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder
 from tubelens.trainer.jobs import RUN_ID_ANNOTATION
 from tubelens.trainer.provenance import Outcome, Trigger, list_runs, load_run
 from tubelens.trainer.triggers import load_state

@@ -22,20 +22,20 @@ import pytest
 import torch
 from PIL import Image
 
-from tubelens.embedding import backbone as backbone_module
-from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.batching import MicroBatcher
 from tubelens.embedding.concepts import top_concepts
-from tubelens.embedding.efficientnet import (
+from tubelens.errors import InvalidInput
+from tubelens.modelkit import backbone as backbone_module
+from tubelens.modelkit.backbone import Backbone
+from tubelens.modelkit.efficientnet import (
     EfficientNetLite0,
     load_pretrained,
     model_spec,
     rename_by_position,
     weights_path,
 )
-from tubelens.embedding.export import VERSION_KEY, ExportMismatch, ExportReport, default_onnx_path, export_onnx
-from tubelens.embedding.preprocess import to_batch
-from tubelens.errors import InvalidInput
+from tubelens.modelkit.export import VERSION_KEY, ExportMismatch, ExportReport, default_onnx_path, export_onnx
+from tubelens.modelkit.preprocess import to_batch
 
 DOMESTIC_CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 STRIPED_CATS = {281, 282, 285}  # what Chelsea, a striped tabby, may be called
@@ -127,7 +127,7 @@ def test_an_export_that_disagrees_with_torch_fails_and_leaves_no_file(tmp_path: 
 def test_the_module_entry_point_exports_and_prints_its_report(tmp_path: Path) -> None:
     target = tmp_path / "models" / "backbone.onnx"
     done = subprocess.run(
-        [sys.executable, "-m", "tubelens.embedding.export", str(target)], capture_output=True, text=True, timeout=240
+        [sys.executable, "-m", "tubelens.modelkit.export", str(target)], capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -9,9 +9,9 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from tubelens.embedding.backbone import Embeddings
 from tubelens.embedding.batching import MicroBatcher
 from tubelens.errors import NotReady
+from tubelens.modelkit.backbone import Embeddings
 
 
 class EchoModel:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tubelens.embedding.index import NearDuplicatePolicy, SimilarityIndex
+from tubelens.embedding.index import SimilarityIndex
 from tubelens.errors import InvalidInput, NotFound
+from tubelens.images import NearDuplicatePolicy
 from tubelens.images import hamming_distance as hamming
 from tubelens.objects import LocalObjectStore
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tubelens.embedding.preprocess import crop_pixels, to_batch
+from tubelens.devtools.fakeyoutube.thumbnails import bomb_png
 from tubelens.errors import InvalidInput, TooLarge
-from tubelens.fakeyoutube.thumbnails import bomb_png
+from tubelens.modelkit.preprocess import crop_pixels, to_batch
 
 GREY = (128, 128, 128)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tubelens.embedding import text
-from tubelens.embedding.text import TEXT_DIM, TextEncoder, default_text_encoder, model_spec
+from tubelens.modelkit import text
+from tubelens.modelkit.text import TEXT_DIM, TextEncoder, default_text_encoder, model_spec
 
 REPO = Path(__file__).resolve().parents[2]
 CLOSED_PORT = "http://127.0.0.1:9"  # the discard port: nothing listens, so any request fails at once
@@ -153,7 +153,7 @@ def test_the_model_loads_and_encodes_offline_with_no_network(tmp_path: Path) -> 
             raise AssertionError("a network connection was attempted")
 
         socket.create_connection = refuse  # anything reaching past the proxies fails loudly
-        from tubelens.embedding.text import TextEncoder
+        from tubelens.modelkit.text import TextEncoder
         assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
         vectors = TextEncoder().encode(["INSANE supercar crash!!!", ""])
         assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)

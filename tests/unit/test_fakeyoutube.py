@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fakeyoutubekit import KEY, NOW, call, get, make_catalogue, ok, post
-from tubelens.fakeyoutube import Catalogue, FakeYouTube, ServerFaults
-from tubelens.fakeyoutube.api import page_token
+from tubelens.devtools.fakeyoutube import Catalogue, FakeYouTube, ServerFaults
+from tubelens.devtools.fakeyoutube.api import page_token
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 DIGITS = re.compile(r"\d+")

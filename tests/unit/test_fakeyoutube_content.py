@@ -22,11 +22,11 @@ import pytest
 from PIL import Image
 
 from tests.fakeyoutubekit import NOW, get, make_catalogue
+from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
+from tubelens.devtools.fakeyoutube.catalogue import PROFILES
+from tubelens.devtools.fakeyoutube.media import SAMPLE_RATE, media_mp4, soundtrack
+from tubelens.devtools.fakeyoutube.thumbnails import THUMBNAILS, thumbnail_jpeg
 from tubelens.errors import InvalidInput
-from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
-from tubelens.fakeyoutube.catalogue import PROFILES
-from tubelens.fakeyoutube.media import SAMPLE_RATE, media_mp4, soundtrack
-from tubelens.fakeyoutube.thumbnails import THUMBNAILS, thumbnail_jpeg
 from tubelens.labels import view_bucket
 
 MEDIUM = THUMBNAILS[1]

@@ -31,13 +31,13 @@ from tests.predictorkit import (
 from tubelens import events
 from tubelens.bus import Message
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable
+from tubelens.modelkit.registry import ModelRegistry, model_trained_event
 from tubelens.predictor.inprocess import InProcessRuntime
 from tubelens.predictor.models import NO_PRODUCTION, ModelManager, SwapFailed
 from tubelens.predictor.runtime import Body, CallBudget, ModelServerError, Transient, open_runtime, with_retries
 from tubelens.predictor.settings import PredictorServiceSettings, PredictorSettings, RuntimeKind
 from tubelens.predictor.swap import swap_handler
 from tubelens.settings import load_settings
-from tubelens.trainer.registry import ModelRegistry, model_trained_event
 from tubelens.v1 import events_pb2
 
 TASK = "views"

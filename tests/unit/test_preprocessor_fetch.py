@@ -10,9 +10,9 @@ import pytest
 
 from tests.buskit import wait_until
 from tests.preprocessorkit import Origin, running_origin
+from tubelens.devtools.servers import LOOPBACK
 from tubelens.errors import InvalidInput, NotFound, TooLarge, Unavailable
 from tubelens.fetch import Fetcher
-from tubelens.servers import LOOPBACK
 
 CAP = 64 * 1024
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.unit.test_trainer_models import synthetic_table
-from tubelens.report import (
+from tubelens.devtools.report import (
     ConceptClouds,
     Heatmap,
     Match,
@@ -35,8 +35,8 @@ from tubelens.report import (
     tables,
     wordcloud,
 )
-from tubelens.report import evaluation as report_ev
-from tubelens.report.occlusion import cell_edges
+from tubelens.devtools.report import evaluation as report_ev
+from tubelens.devtools.report.occlusion import cell_edges
 from tubelens.trainer import evaluate as ev
 from tubelens.trainer import metrics as m
 
@@ -449,7 +449,7 @@ def test_word_clouds_size_by_weight_in_a_fixed_order_with_shared_concepts_grey()
 def test_word_clouds_come_out_the_same_in_every_process() -> None:
     """Python salts str hashes per process: colours or order drawn from hash() would change from run to run."""
     script = (
-        "from tubelens.report.wordcloud import clouds_html; "
+        "from tubelens.devtools.report.wordcloud import clouds_html; "
         "print(clouds_html([('stage', 9.0), ('kimono', 2.0), ('wig', 1.0)], [('altar', 3.0), ('torch', 2.0)]))"
     )
     runs = {

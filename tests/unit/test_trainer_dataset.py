@@ -24,18 +24,13 @@ from tests.datasetkit import (
 )
 from tubelens import events
 from tubelens.bus import Message
+from tubelens.devtools.fakeyoutube import Catalogue
 from tubelens.errors import InvalidInput, NotFound
-from tubelens.fakeyoutube import Catalogue
 from tubelens.labels import view_bucket
+from tubelens.modelkit.schema import EMBEDDING_DIM, SCHEMA, SPLIT_COLUMNS
+from tubelens.modelkit.snapshots import load_snapshot, manifest_key
 from tubelens.objects import LocalObjectStore
-from tubelens.trainer.dataset import (
-    DatasetBuilder,
-    load_snapshot,
-    log10_views,
-    manifest_key,
-    views_per_subscriber,
-)
-from tubelens.trainer.schema import EMBEDDING_DIM, SCHEMA, SPLIT_COLUMNS
+from tubelens.trainer.dataset import DatasetBuilder, log10_views, views_per_subscriber
 from tubelens.v1 import events_pb2
 
 

@@ -9,10 +9,9 @@ import pyarrow as pa
 import pytest
 
 from tests.unit.test_trainer_models import synthetic_table
-from tubelens.embedding import text
-from tubelens.embedding.text import TEXT_DIM, TextEncoder, default_text_encoder
-from tubelens.trainer import features as features_module
-from tubelens.trainer.features import (
+from tubelens.modelkit import features as features_module
+from tubelens.modelkit import text
+from tubelens.modelkit.features import (
     FEATURE_SETS,
     IMAGE,
     METADATA,
@@ -22,7 +21,8 @@ from tubelens.trainer.features import (
     TitleVectors,
     features,
 )
-from tubelens.trainer.schema import EMBEDDING_DIM
+from tubelens.modelkit.schema import EMBEDDING_DIM
+from tubelens.modelkit.text import TEXT_DIM, TextEncoder, default_text_encoder
 
 
 class CountingEncoder:

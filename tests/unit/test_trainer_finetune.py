@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 
 from tests.datasetkit import NOW, make_world
-from tubelens.embedding.efficientnet import load_pretrained
-from tubelens.embedding.preprocess import to_batch
+from tubelens.devtools.fakeyoutube import Catalogue
+from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, bomb_png, thumbnail_jpeg
 from tubelens.errors import InvalidInput, NotFound
-from tubelens.fakeyoutube import Catalogue
-from tubelens.fakeyoutube.thumbnails import BY_FILE, bomb_png, thumbnail_jpeg
+from tubelens.modelkit import ts_image_handler
+from tubelens.modelkit.efficientnet import load_pretrained
+from tubelens.modelkit.preprocess import to_batch
 from tubelens.objects import LocalObjectStore
-from tubelens.trainer import ts_image_handler
 from tubelens.trainer.dataset import DatasetBuilder
 from tubelens.trainer.finetune import (
     FineTuneConfig,

@@ -26,15 +26,15 @@ import torch
 from rich.console import Console
 
 from tests.datasetkit import NOW, put_array
+from tubelens.devtools.fakeyoutube import Catalogue, Video
+from tubelens.devtools.fakeyoutube.media import media_mp4
 from tubelens.errors import InvalidInput, NotFound
-from tubelens.fakeyoutube import Catalogue, Video
-from tubelens.fakeyoutube.media import media_mp4
+from tubelens.modelkit import ts_handler
 from tubelens.objects.local import LocalObjectStore
 from tubelens.preprocessor.audio import audio_features
 from tubelens.preprocessor.media import MP4
 from tubelens.trainer import evaluate as ev
 from tubelens.trainer import metrics as m
-from tubelens.trainer import ts_handler
 from tubelens.trainer.baselines import MAJORITY
 from tubelens.trainer.genre import (
     AUDIO_ONLY,

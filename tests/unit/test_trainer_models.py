@@ -19,10 +19,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tubelens.embedding.text import TEXT_DIM
-from tubelens.trainer import evaluate as ev
-from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, METADATA_ONLY, ChannelMean, MajorityClass
-from tubelens.trainer.features import (
+from tubelens.modelkit.features import (
     IMAGE,
     METADATA,
     METADATA_FEATURES,
@@ -36,8 +33,11 @@ from tubelens.trainer.features import (
     split_masks,
     title_cues,
 )
+from tubelens.modelkit.schema import BUCKET_EDGES, BUCKET_NAMES, EMBEDDING_DIM, SCHEMA
+from tubelens.modelkit.text import TEXT_DIM
+from tubelens.trainer import evaluate as ev
+from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, METADATA_ONLY, ChannelMean, MajorityClass
 from tubelens.trainer.heads import TrainConfig, load_head, train_classifier, train_regressor
-from tubelens.trainer.schema import BUCKET_EDGES, BUCKET_NAMES, EMBEDDING_DIM, SCHEMA
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAYS = 60

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tubelens.trainer.features import Standardizer
+from tubelens.modelkit.features import Standardizer
+from tubelens.modelkit.schema import BUCKET_NAMES
 from tubelens.trainer.heads import (
     Regressor,
     RidgeConfig,
@@ -18,7 +19,6 @@ from tubelens.trainer.heads import (
     load_head,
     train_ridge,
 )
-from tubelens.trainer.schema import BUCKET_NAMES
 
 META, EMBED = 4, 256
 

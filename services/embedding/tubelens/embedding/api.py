@@ -6,14 +6,14 @@ Requests from many callers share forward passes through the micro-batcher. Typed
 
 from __future__ import annotations
 
-from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.batching import MicroBatcher
 from tubelens.embedding.concepts import top_concepts
 from tubelens.embedding.index import SimilarityIndex
-from tubelens.embedding.preprocess import decode
 from tubelens.embedding.settings import EmbeddingSettings
 from tubelens.errors import InvalidInput, TooLarge
 from tubelens.images import phash
+from tubelens.modelkit.backbone import Backbone
+from tubelens.modelkit.preprocess import decode
 from tubelens.rpc import current_request_id
 from tubelens.v1 import embedding_pb2, embedding_pb2_grpc
 

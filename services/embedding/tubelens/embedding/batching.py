@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client import Histogram
 
-from tubelens.embedding.backbone import Embeddings
-from tubelens.embedding.preprocess import DEFAULT_MAX_PIXELS, INPUT_SIZE, ImageInput, to_batch
 from tubelens.errors import NotReady
+from tubelens.modelkit.backbone import Embeddings
+from tubelens.modelkit.preprocess import DEFAULT_MAX_PIXELS, INPUT_SIZE, ImageInput, to_batch
 
 logger = logging.getLogger(__name__)
 

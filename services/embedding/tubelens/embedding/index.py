@@ -30,13 +30,10 @@ from prometheus_client import Gauge, Histogram
 from usearch.index import Index
 
 from tubelens.errors import InvalidInput, NotFound
-from tubelens.images import hamming_distance
+from tubelens.images import UNKNOWN_PHASH, NearDuplicatePolicy, hamming_distance
 from tubelens.objects import ObjectStore
 
 MAX_K = 1000
-# Shards store phashes as uint64 and cannot say "none"; 0 stands for unknown everywhere. A real pHash is 0 only for
-# an image without texture, where falling back to the stricter cosine test loses nothing.
-UNKNOWN_PHASH = 0
 SHARD_CONTENT_TYPE = "application/x-npz"
 SHARD_SUFFIX = ".npz"
 _INITIAL_CAPACITY = 1024
@@ -61,24 +58,6 @@ class Match:
     video_id: str
     score: float  # cosine similarity, 1.0 for the same direction
     near_duplicate: bool
-
-
-@dataclass(frozen=True)
-class NearDuplicatePolicy:
-    """Two thumbnails are near-duplicates when their perceptual hashes and their embeddings both agree.
-
-    The pHash catches re-encodes, crops and small edits; the embedding rules out unrelated images whose hashes collide.
-    Without both hashes only the embedding can tell, so it must agree more closely.
-    """
-
-    max_hamming: int = 10
-    min_cosine: float = 0.9
-    min_cosine_without_phash: float = 0.97
-
-    def judge(self, cosine: float, phash_a: int, phash_b: int) -> bool:
-        if phash_a == UNKNOWN_PHASH or phash_b == UNKNOWN_PHASH:
-            return cosine >= self.min_cosine_without_phash
-        return hamming_distance(phash_a, phash_b) <= self.max_hamming and cosine >= self.min_cosine
 
 
 class _ReadWriteLock:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from tubelens import events
 from tubelens.embedding.api import EmbedderService
-from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.batching import MicroBatcher
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
 from tubelens.embedding.settings import EmbeddingServiceSettings, EmbeddingSettings
+from tubelens.modelkit.backbone import Backbone
 from tubelens.rpc import RpcServer, serve
 from tubelens.service import Runtime, run_worker_service
 from tubelens.settings import load_settings

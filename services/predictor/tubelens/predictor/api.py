@@ -29,12 +29,12 @@ from prometheus_client import Counter, Histogram
 from tubelens.errors import InvalidInput, NotFound, TubelensError
 from tubelens.labels import BUCKET_EDGES, category_name
 from tubelens.metrics import LATENCY_BUCKETS
+from tubelens.modelkit.registry import ModelRegistry
 from tubelens.predictor.assemble import HeadInfo, facts_from_context, feature_rows, image_rows
 from tubelens.predictor.catalogue import Catalogue
 from tubelens.predictor.inputs import ImageResolver, too_many
 from tubelens.predictor.models import ModelManager, Prediction, ServedModel
 from tubelens.rpc import current_request_id
-from tubelens.trainer.registry import ModelRegistry
 from tubelens.v1 import common_pb2, embedding_pb2, predictor_pb2, predictor_pb2_grpc
 
 POPULARITY, CHANNEL, GENRE = "popularity", "channel", "genre"

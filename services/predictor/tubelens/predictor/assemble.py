@@ -1,6 +1,6 @@
 """Model inputs from a request, built by the trainer's own feature code so that serving can never drift from training.
 
-A request becomes a one-row-per-image table of the snapshot schema, and `tubelens.trainer.features.features` turns it
+A request becomes a one-row-per-image table of the snapshot schema, and `tubelens.modelkit.features.features` turns it
 into exactly the columns the head was trained on. What the caller leaves out is imputed with the training mean of its
 column (read from the head's standardizer), which the standardized head sees as "average": an unknown subscriber
 count neither helps nor hurts, where a 0 would claim a channel nobody follows.
@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from tubelens.errors import InvalidInput
-from tubelens.trainer.features import METADATA, METADATA_FEATURES, features
-from tubelens.trainer.schema import SCHEMA
+from tubelens.modelkit.features import METADATA, METADATA_FEATURES, features
+from tubelens.modelkit.schema import SCHEMA
 from tubelens.v1 import predictor_pb2
 
 HEAD_CONFIG = "head.json"

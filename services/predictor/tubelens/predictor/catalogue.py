@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from tubelens.errors import NotFound
+from tubelens.modelkit.snapshots import load_snapshot
 from tubelens.objects import ObjectStore
-from tubelens.trainer.dataset import load_snapshot
 
 log = logging.getLogger(__name__)
 DATASETS = "datasets/"

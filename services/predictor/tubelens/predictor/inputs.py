@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from tubelens.embedding.preprocess import decode
 from tubelens.errors import InvalidInput, TooLarge, TubelensError
 from tubelens.fetch import Fetcher
+from tubelens.modelkit.preprocess import decode
 from tubelens.objects import ObjectStore
 from tubelens.predictor.catalogue import Catalogue
 from tubelens.v1 import predictor_pb2

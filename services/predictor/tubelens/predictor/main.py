@@ -20,9 +20,10 @@ from PIL import Image
 
 from tubelens import events
 from tubelens.bus import Message
-from tubelens.embedding.backbone import Backbone
 from tubelens.errors import InvalidInput, NotFound, TooLarge, Unavailable
 from tubelens.fetch import Fetcher
+from tubelens.modelkit.backbone import Backbone
+from tubelens.modelkit.registry import ModelRegistry
 from tubelens.objects import ObjectStore
 from tubelens.predictor.api import ApiLimits, PredictorService
 from tubelens.predictor.catalogue import Catalogue, load_catalogue
@@ -34,7 +35,6 @@ from tubelens.predictor.swap import swap_handler
 from tubelens.rpc import RpcServer, serve
 from tubelens.service import Runtime, run_worker_service
 from tubelens.settings import load_settings
-from tubelens.trainer.registry import ModelRegistry
 from tubelens.v1 import embedding_pb2, embedding_pb2_grpc, predictor_pb2_grpc
 
 log = logging.getLogger(__name__)

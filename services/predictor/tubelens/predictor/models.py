@@ -28,9 +28,9 @@ from typing import Any
 from tubelens.bus.worker import is_retryable
 from tubelens.errors import Conflict, NotFound, TubelensError
 from tubelens.logs import log_context
+from tubelens.modelkit.registry import ModelRegistry, RegistryEntry
 from tubelens.predictor.metrics import DEFAULT_VERSION, INFERENCE_ERRORS, INFERENCE_SECONDS, MODEL_SWAPS
 from tubelens.predictor.runtime import Body, ModelRuntime
-from tubelens.trainer.registry import ModelRegistry, RegistryEntry
 from tubelens.v1 import events_pb2
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 The predictor never talks to TorchServe directly: TorchServe is archived upstream (last release 0.12.0), so it sits
 behind this adapter and another server (or the in-process runner of the embedded demo) can take its place. A
 runtime serves versions of tasks; each answers JSON requests in the handler contract of
-`tubelens.trainer.ts_handler` (a dict in, a list of answer rows out).
+`tubelens.modelkit.ts_handler` (a dict in, a list of answer rows out).
 
 Failures are typed: a request the handler rejects is InvalidInput with the handler's message, an unknown task or
 version NotFound, a server that stays down or silent Unavailable after a bounded number of attempts within a

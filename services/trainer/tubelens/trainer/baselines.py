@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tubelens.trainer.features import METADATA
+from tubelens.modelkit.features import METADATA
 
 MAJORITY = "majority"
 CHANNEL_MEAN = "channel_mean"

@@ -1,10 +1,10 @@
-"""Events in, versioned dataset snapshots out (the schema and layout are in `tubelens.trainer.schema`).
+"""Events in, versioned dataset snapshots out (the schema and layout are in `tubelens.modelkit.schema`).
 
 `DatasetBuilder` folds the events of `CONSUMED_TOPICS` into one small record per video. Every fold is an upsert
 keyed by video id that keeps the latest fact (stats by `observed_at`, everything else by the envelope's
 `produced_at`), so a redelivered or reordered event changes nothing. `snapshot()` turns the complete records into
 a Parquet table with labels and three leak-free splits, writes it with its manifest to the object store and
-returns it; `load_snapshot()` reads one back and checks it against its manifest.
+returns it; `tubelens.modelkit.snapshots.load_snapshot()` reads one back and checks it against its manifest.
 
 Thumbnail vectors are fetched at snapshot time, not when their event arrives: the bus handler stays free of
 object-store I/O (fast replays, no retries for a slow store mid-batch), a video that never becomes complete
@@ -33,12 +33,10 @@ import pyarrow.parquet as pq
 
 from tubelens import events
 from tubelens.bus import Message
-from tubelens.embedding.handler import PREFERRED_VARIANTS
 from tubelens.errors import InvalidInput, NotFound
 from tubelens.labels import view_bucket
-from tubelens.objects import ObjectStore
-from tubelens.trainer import splits
-from tubelens.trainer.schema import (
+from tubelens.modelkit.preprocess import PREFERRED_VARIANTS
+from tubelens.modelkit.schema import (
     BUCKET_EDGES,
     BUCKET_NAMES,
     EMBEDDING_DIM,
@@ -46,6 +44,9 @@ from tubelens.trainer.schema import (
     SPLIT_COLUMNS,
     SPLITS,
 )
+from tubelens.modelkit.snapshots import Snapshot, manifest_key, parquet_key
+from tubelens.objects import ObjectStore
+from tubelens.trainer import splits
 from tubelens.v1 import events_pb2
 
 CONSUMED_TOPICS = (
@@ -55,9 +56,6 @@ CONSUMED_TOPICS = (
     events.FRAMES_EXTRACTED,
     events.EMBEDDINGS_COMPUTED,
 )
-DATASETS_PREFIX = "datasets"
-PARQUET_NAME = "videos.parquet"
-MANIFEST_NAME = "manifest.json"
 PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 FIXED_SLOT = "24h"
 FETCH_THREADS = 8
@@ -161,22 +159,6 @@ class _Record:
 
 
 # snapshots
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    id: str
-    key: str  # the Parquet object; the manifest lies beside it
-    manifest: dict[str, Any]
-    table: pa.Table
-
-
-def parquet_key(snapshot_id: str) -> str:
-    return f"{DATASETS_PREFIX}/{snapshot_id}/{PARQUET_NAME}"
-
-
-def manifest_key(snapshot_id: str) -> str:
-    return f"{DATASETS_PREFIX}/{snapshot_id}/{MANIFEST_NAME}"
 
 
 class DatasetBuilder:
@@ -357,18 +339,6 @@ class DatasetBuilder:
         if not math.isfinite(norm) or norm == 0.0:
             return "thumbnail_vectors_invalid"
         return vector / norm
-
-
-def load_snapshot(store: ObjectStore, snapshot_id: str) -> Snapshot:
-    """A written snapshot, checked: its bytes must hash to what the manifest says and match SCHEMA."""
-    manifest = json.loads(store.get(manifest_key(snapshot_id)))
-    data = store.get(parquet_key(snapshot_id))
-    if hashlib.sha256(data).hexdigest() != manifest["parquet_sha256"]:
-        raise InvalidInput(f"dataset snapshot {snapshot_id}: the Parquet bytes do not match the manifest's sha256")
-    table = pq.read_table(io.BytesIO(data))
-    if not table.schema.equals(SCHEMA, check_metadata=False):
-        raise InvalidInput(f"dataset snapshot {snapshot_id}: its schema is not the trainer's SCHEMA")
-    return Snapshot(snapshot_id, parquet_key(snapshot_id), manifest, table)
 
 
 # building the table

@@ -33,9 +33,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tubelens.objects import ObjectStore
-from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, METADATA_ONLY, ChannelMean, MajorityClass
-from tubelens.trainer.features import (
+from tubelens.modelkit.features import (
     IMAGE,
     LOG10_VIEWS,
     MULTIMODAL,
@@ -46,6 +44,9 @@ from tubelens.trainer.features import (
     regression_target,
     split_masks,
 )
+from tubelens.modelkit.schema import BUCKET_NAMES, SPLITS
+from tubelens.objects import ObjectStore
+from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, METADATA_ONLY, ChannelMean, MajorityClass
 from tubelens.trainer.genre import (
     GAP_K,
     TWO_STREAM,
@@ -66,7 +67,6 @@ from tubelens.trainer.metrics import (
     jsonable,
     regression_metrics,
 )
-from tubelens.trainer.schema import BUCKET_NAMES, SPLITS
 
 POPULARITY_BUCKET = "popularity_bucket"
 POPULARITY_REGRESSION = "popularity_regression"

@@ -6,7 +6,7 @@ features. `trainable_blocks` counts units from the end of [stem, MBConv stages 1
 layer, 1 also the head conv, 2 also the last stage, ... `ALL_BLOCKS` everything. Frozen units keep their BatchNorm in
 eval mode: their running statistics are ImageNet's and a small batch of thumbnails must not overwrite them.
 
-Images are decoded and preprocessed exactly as the embedding service does it (`tubelens.embedding.preprocess`):
+Images are decoded and preprocessed exactly as the embedding service does it (`tubelens.modelkit.preprocess`):
 validation, prediction and serving all see the same pixels. Training adds light augmentation on top of that centre
 crop: a random crop of most of it, resized back to 224 (bicubic). Horizontal flips are available but off by default:
 a channel's layout (logo corner, face and banner side) is one of its strongest cues, and a flip erases it.
@@ -41,8 +41,9 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from tubelens.embedding.efficientnet import FEATURE_DIM, STAGES, EfficientNetLite0, load_pretrained, model_spec
-from tubelens.embedding.preprocess import (
+from tubelens.errors import InvalidInput, NotFound
+from tubelens.modelkit.efficientnet import FEATURE_DIM, STAGES, EfficientNetLite0, load_pretrained, model_spec
+from tubelens.modelkit.preprocess import (
     DEFAULT_MAX_PIXELS,
     INPUT_SIZE,
     RESIZE_SIZE,
@@ -52,10 +53,9 @@ from tubelens.embedding.preprocess import (
     normalize,
     to_batch,
 )
-from tubelens.errors import InvalidInput, NotFound
+from tubelens.modelkit.ts_image_handler import CONFIG_FILE, KIND, MODEL_FILE, RESAMPLE
 from tubelens.objects import ObjectStore
 from tubelens.trainer.metrics import encode
-from tubelens.trainer.ts_image_handler import CONFIG_FILE, KIND, MODEL_FILE, RESAMPLE
 
 ALL_BLOCKS = len(STAGES) + 2  # the stem, every MBConv stage and the head conv
 MEAN = STD = 0.5  # what the ImageNet weights were trained with: x / 255 * 2 - 1

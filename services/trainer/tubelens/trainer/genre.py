@@ -45,12 +45,22 @@ import torch
 from torch import nn
 
 from tubelens.errors import InvalidInput, NotFound
+from tubelens.modelkit.features import Standardizer
+from tubelens.modelkit.schema import EMBEDDING_DIM
+from tubelens.modelkit.ts_handler import (
+    AUDIO,
+    CONFIG_FILE,
+    FRAMES,
+    GENRE,
+    STATE_FILE,
+    STREAMS,
+    build_network,
+    pad_sequences,
+    sample_steps,
+)
 from tubelens.objects import ObjectStore
-from tubelens.trainer.features import Standardizer
-from tubelens.trainer.heads import CONFIG_FILE, STATE_FILE, TrainOutcome, train_with_early_stopping
+from tubelens.trainer.heads import TrainOutcome, train_with_early_stopping
 from tubelens.trainer.metrics import encode
-from tubelens.trainer.schema import EMBEDDING_DIM
-from tubelens.trainer.ts_handler import AUDIO, FRAMES, GENRE, STREAMS, build_network, pad_sequences, sample_steps
 
 FRAME_DIM = EMBEDDING_DIM
 # 64 steps is a minute of frames at the preprocessor's 1 fps, and bounds a padded batch at batch x 64 x 1280 floats.

@@ -27,15 +27,13 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from tubelens.trainer.features import Standardizer
+from tubelens.modelkit.features import Standardizer
+from tubelens.modelkit.schema import BUCKET_EDGES, BUCKET_NAMES
+from tubelens.modelkit.ts_handler import CONFIG_FILE, STATE_FILE, build_network
 from tubelens.trainer.metrics import encode
-from tubelens.trainer.schema import BUCKET_EDGES, BUCKET_NAMES
-from tubelens.trainer.ts_handler import build_network
 
 CLASSIFIER = "classifier"
 REGRESSOR = "regressor"
-STATE_FILE = "head.pt"
-CONFIG_FILE = "head.json"
 
 
 @dataclass(frozen=True)

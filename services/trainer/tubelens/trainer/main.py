@@ -23,11 +23,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import pyarrow as pa
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import BaseModel, Field
 
 from tubelens import events
 from tubelens.bus import Bus, Message, Producer, Worker, open_bus, retry_policy
@@ -35,13 +33,14 @@ from tubelens.errors import ConfigError, InvalidInput, NotFound, TubelensError, 
 from tubelens.lifecycle import on_stop_signals
 from tubelens.logs import configure_logging
 from tubelens.metrics import serve_metrics
+from tubelens.modelkit.registry import ModelRegistry
+from tubelens.modelkit.snapshots import load_snapshot, manifest_key
 from tubelens.objects import ObjectStore, open_store
-from tubelens.settings import TubelensSettings, load_settings
-from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder, load_snapshot, manifest_key
+from tubelens.settings import load_settings
+from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder
 from tubelens.trainer.jobs import (
     RUN_ID_ANNOTATION,
     JobSpec,
-    JobTemplate,
     JobWatchStopped,
     batch_api_from_environment,
     launch_and_watch,
@@ -62,7 +61,7 @@ from tubelens.trainer.provenance import (
     run_key,
     utc_iso,
 )
-from tubelens.trainer.registry import ModelRegistry
+from tubelens.trainer.settings import Executor, TrainerServiceSettings
 from tubelens.trainer.train import DEFAULT_TASKS, SPECS, run_training
 from tubelens.trainer.triggers import LabelledVideos, TrainingTrigger, TriggerPolicy
 
@@ -81,32 +80,6 @@ RUN_SECONDS = Histogram(
     ["executor"],
     buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800),
 )
-
-
-class Executor(StrEnum):
-    LOCAL = "local"
-    KUBERNETES = "kubernetes"
-
-
-class KubernetesSettings(JobTemplate):
-    namespace: str = "default"
-    timeout_s: float = Field(default=7 * 3600, gt=0, description="how long a launcher waits for its Job")
-
-
-class TrainerSettings(BaseModel):
-    seed: int = 0
-    idle_s: float = Field(default=5.0, gt=0, description="caught up once no event arrived for this long")
-    executor: Executor = Executor.LOCAL
-    schedule_s: float = Field(default=24 * 3600, ge=0, description="--serve: a run this long after the last; 0 = off")
-    new_labels: int = Field(default=500, ge=0, description="--serve: a run after this many newly labelled videos")
-    min_interval_s: float = Field(default=3600, ge=0, description="--serve: never two runs closer than this")
-    tick_s: float = Field(default=1.0, gt=0, description="--serve: how often the trigger is asked")
-    kubernetes: KubernetesSettings = KubernetesSettings()
-
-
-class TrainerServiceSettings(TubelensSettings):
-    service: str = "trainer"
-    trainer: TrainerSettings = TrainerSettings()
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from tubelens.embedding.index import NearDuplicatePolicy
 from tubelens.errors import InvalidInput
-from tubelens.images import hamming_distance
-from tubelens.trainer.schema import SPLITS
+from tubelens.images import NearDuplicatePolicy, hamming_distance
+from tubelens.modelkit.schema import SPLITS
 
 TRAIN, VAL, TEST = SPLITS
 # What counts as the same picture is the embedding service's definition, so the index and the splits agree.

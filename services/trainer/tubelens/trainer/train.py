@@ -26,8 +26,7 @@ import pyarrow as pa
 from tubelens import events
 from tubelens.bus import Producer
 from tubelens.errors import InvalidInput
-from tubelens.objects import ObjectStore
-from tubelens.trainer.features import (
+from tubelens.modelkit.features import (
     IMAGE,
     LOG10_VIEWS,
     MULTIMODAL,
@@ -37,6 +36,16 @@ from tubelens.trainer.features import (
     regression_target,
     split_masks,
 )
+from tubelens.modelkit.registry import (
+    ModelRegistry,
+    RegistryEntry,
+    model_trained_event,
+    package_finetuned,
+    package_head,
+)
+from tubelens.modelkit.schema import BUCKET_NAMES
+from tubelens.modelkit.ts_image_handler import CONFIG_FILE as FINETUNED_CONFIG
+from tubelens.objects import ObjectStore
 from tubelens.trainer.finetune import FineTuneConfig, FineTuned, fine_tune, load_finetuned, load_thumbnails
 from tubelens.trainer.genre import (
     GAP_K,
@@ -61,15 +70,6 @@ from tubelens.trainer.heads import (
 )
 from tubelens.trainer.metrics import classification_metrics, regression_metrics
 from tubelens.trainer.provenance import code_version
-from tubelens.trainer.registry import (
-    ModelRegistry,
-    RegistryEntry,
-    model_trained_event,
-    package_finetuned,
-    package_head,
-)
-from tubelens.trainer.schema import BUCKET_NAMES
-from tubelens.trainer.ts_image_handler import CONFIG_FILE as FINETUNED_CONFIG
 
 SERVICE = "trainer"
 log = logging.getLogger(__name__)

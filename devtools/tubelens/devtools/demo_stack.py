@@ -32,12 +32,12 @@ from rich.table import Table
 from tubelens import events, stack
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
-from tubelens.demo_serving import client_example, sample_call
+from tubelens.devtools.demo_serving import client_example, sample_call
+from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.errors import Unavailable
-from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
+from tubelens.modelkit.snapshots import load_snapshot
 from tubelens.objects import open_store
 from tubelens.settings import KafkaSettings, TubelensSettings
-from tubelens.trainer.dataset import load_snapshot
 from tubelens.trainer.evaluate import Report, evaluate_all
 from tubelens.v1 import events_pb2, predictor_pb2
 

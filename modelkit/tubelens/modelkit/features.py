@@ -3,7 +3,7 @@
 A feature set is a list of blocks, each a function from the table to a float32 matrix:
 
 - `image`: the frozen thumbnail embedding (1280-d, L2-normalized).
-- `title`: the frozen MiniLM embedding of the title text (384-d, L2-normalized; `tubelens.embedding.text`). On real
+- `title`: the frozen MiniLM embedding of the title text (384-d, L2-normalized; `tubelens.modelkit.text`). On real
   data it lifts a metadata model's R² from about 0.57 to 0.64, and alone it ranks views where the image does not
   (ARCHITECTURE.md, "What real data says"). Titles are encoded on first use and kept in `TITLE_VECTORS`, a cache by
   title string, so that every feature set, task and split encodes each title once; feature sets without this block
@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tubelens.embedding.text import TextEncoder, default_text_encoder
-from tubelens.trainer.schema import BUCKET_NAMES, EMBEDDING_DIM, SPLITS
+from tubelens.modelkit.schema import BUCKET_NAMES, EMBEDDING_DIM, SPLITS
+from tubelens.modelkit.text import TextEncoder, default_text_encoder
 
 IMAGE = "image"
 TITLE = "title"

@@ -19,8 +19,8 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from tubelens.fakeyoutube.catalogue import PROFILES, Channel, Video
-from tubelens.fakeyoutube.thumbnails import hsv_colour, render_scene
+from tubelens.devtools.fakeyoutube.catalogue import PROFILES, Channel, Video
+from tubelens.devtools.fakeyoutube.thumbnails import hsv_colour, render_scene
 
 MEDIA_URL_TEMPLATE = "{base}/media/{video_id}.mp4"
 WIDTH, HEIGHT = 192, 108

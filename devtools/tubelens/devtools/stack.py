@@ -12,8 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tubelens.errors import ConfigError, Conflict
-from tubelens.servers import (
+from tubelens.devtools.servers import (
     LOOPBACK,
     S3_ACCESS_KEY,
     S3_SECRET_KEY,
@@ -29,6 +28,7 @@ from tubelens.servers import (
     torchserve_healthy,
     torchserve_installed,
 )
+from tubelens.errors import ConfigError, Conflict
 
 STATE_FILE = "state.json"
 ENV_FILE = "stack.env"

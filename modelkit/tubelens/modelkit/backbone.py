@@ -2,7 +2,7 @@
 
 It runs the exported ONNX model through onnxruntime (several times faster than eager torch on a CPU) and falls back
 to eager torch when that file is missing, stale or unloadable, saying which in the log. A missing file is exported
-once on first start (a build normally does it beforehand: `python -m tubelens.embedding.export`). Both runtimes
+once on first start (a build normally does it beforehand: `python -m tubelens.modelkit.export`). Both runtimes
 compute the same function of the same weights, so the model version is the same whichever serves.
 """
 
@@ -19,10 +19,10 @@ import onnxruntime
 import torch
 from prometheus_client import Histogram
 
-from tubelens.embedding.efficientnet import FEATURE_DIM, NUM_CLASSES, load_pretrained, model_spec, weights_version
-from tubelens.embedding.export import INPUT_NAME, OUTPUT_NAMES, VERSION_KEY, default_onnx_path, export_onnx
-from tubelens.embedding.preprocess import DEFAULT_MAX_PIXELS, ImageInput, to_batch
 from tubelens.metrics import LATENCY_BUCKETS
+from tubelens.modelkit.efficientnet import FEATURE_DIM, NUM_CLASSES, load_pretrained, model_spec, weights_version
+from tubelens.modelkit.export import INPUT_NAME, OUTPUT_NAMES, VERSION_KEY, default_onnx_path, export_onnx
+from tubelens.modelkit.preprocess import DEFAULT_MAX_PIXELS, ImageInput, to_batch
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from tubelens.fakeyoutube.catalogue import RGB, BadInput, Channel, Video
+from tubelens.devtools.fakeyoutube.catalogue import RGB, BadInput, Channel, Video
 
 JPEG_QUALITY = 85
 BOMB_SIDE = 30_000

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from tubelens.devtools.report import evaluation as ev
+from tubelens.devtools.report import images, plots
+from tubelens.devtools.report.data import Heatmap, Match, SimilarExample, VideoPoint
+from tubelens.devtools.report.markup import attr, empty, image, table, text
+from tubelens.devtools.report.plots import Z95, compact_count
 from tubelens.labels import category_name
-from tubelens.report import evaluation as ev
-from tubelens.report import images, plots
-from tubelens.report.data import Heatmap, Match, SimilarExample, VideoPoint
-from tubelens.report.markup import attr, empty, image, table, text
-from tubelens.report.plots import Z95, compact_count
 
 # --- predicted vs actual -------------------------------------------------------------------------------------------
 

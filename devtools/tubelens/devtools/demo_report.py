@@ -14,12 +14,20 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from tubelens.demo_serving import Serving, popularity_predictor
+from tubelens.devtools.demo_serving import Serving, popularity_predictor
+from tubelens.devtools.report import (
+    ConceptClouds,
+    Heatmap,
+    Match,
+    ReportData,
+    SimilarExample,
+    VideoPoint,
+    occlusion_grid,
+)
 from tubelens.embedding.index import SimilarityIndex
+from tubelens.modelkit.features import features, regression_target, split_masks
 from tubelens.objects import ObjectStore
 from tubelens.predictor.assemble import VideoFacts
-from tubelens.report import ConceptClouds, Heatmap, Match, ReportData, SimilarExample, VideoPoint, occlusion_grid
-from tubelens.trainer.features import features, regression_target, split_masks
 
 SIMILAR_QUERIES = 4
 SIMILAR_MATCHES = 5

@@ -15,19 +15,19 @@ import pyarrow as pa
 from PIL import Image
 
 from tubelens.bus import Producer
-from tubelens.embedding.backbone import Backbone
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
 from tubelens.embedding.main import EmbedderServer, start_api
 from tubelens.embedding.settings import EmbeddingServiceSettings, EmbeddingSettings
 from tubelens.errors import InvalidInput
+from tubelens.modelkit.backbone import Backbone
+from tubelens.modelkit.registry import ModelRegistry
 from tubelens.objects import ObjectStore
 from tubelens.predictor.assemble import VideoFacts, feature_rows
 from tubelens.predictor.main import PredictorApp, backbone_embedder, build_app, embedding_similar
 from tubelens.predictor.settings import ApiSettings, PredictorSettings, RuntimeKind
 from tubelens.rpc import RpcServer
 from tubelens.service import Runtime
-from tubelens.trainer.registry import ModelRegistry
 from tubelens.trainer.train import DEFAULT_TASKS, TrainingResult, run_training
 from tubelens.v1 import predictor_pb2, predictor_pb2_grpc
 

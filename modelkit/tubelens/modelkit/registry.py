@@ -34,10 +34,10 @@ from typing import Any, BinaryIO
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, TubelensError
+from tubelens.modelkit import ts_image_handler
+from tubelens.modelkit.ts_handler import CONFIG_FILE, STATE_FILE
 from tubelens.objects import ObjectInfo, ObjectStore
 from tubelens.objects.base import CHUNK_BYTES
-from tubelens.trainer import ts_image_handler
-from tubelens.trainer.heads import CONFIG_FILE, STATE_FILE
 from tubelens.v1 import events_pb2
 
 HANDLER = Path(__file__).with_name("ts_handler.py")

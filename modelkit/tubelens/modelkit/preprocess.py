@@ -22,6 +22,8 @@ RESIZE_SIZE = 256
 DEFAULT_MAX_PIXELS = 40_000_000
 # Decoders tried on encoded bytes: the formats thumbnails and frames come in, and no other plugin's parser.
 FORMATS = ("JPEG", "PNG", "WEBP")
+# Of a stored thumbnail's variants, the one to embed: the preprocessor's crop is the backbone's input as it is.
+PREFERRED_VARIANTS = ("224x224", "original")
 
 ImageInput = Image.Image | bytes
 

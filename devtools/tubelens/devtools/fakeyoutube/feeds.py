@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
-from tubelens.fakeyoutube.catalogue import Catalogue, Channel, Video
+from tubelens.devtools.fakeyoutube.catalogue import Catalogue, Channel, Video
 
 FEED_ENTRIES = 15
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tubelens.fakeyoutube.catalogue import Catalogue, Channel, Video, iso_duration, rfc3339
-from tubelens.fakeyoutube.thumbnails import available_thumbnails
+from tubelens.devtools.fakeyoutube.catalogue import Catalogue, Channel, Video, iso_duration, rfc3339
+from tubelens.devtools.fakeyoutube.thumbnails import available_thumbnails
 from tubelens.labels import VIDEO_CATEGORIES
 
 # Units per call, as documented at developers.google.com/youtube/v3/determine_quota_cost.

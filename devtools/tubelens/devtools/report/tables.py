@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tubelens.report import evaluation as ev
-from tubelens.report.markup import empty, table, text
+from tubelens.devtools.report import evaluation as ev
+from tubelens.devtools.report.markup import empty, table, text
 
 LEGEND = (
     "Splits run from the most honest to the most flattering: time (train on the oldest videos, test on the newest), "

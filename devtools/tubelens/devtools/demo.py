@@ -27,18 +27,19 @@ from tubelens.bus.memory import MemoryBus
 from tubelens.crawler.crawler import CycleReport
 from tubelens.crawler.main import build_crawler
 from tubelens.crawler.settings import CrawlerServiceSettings, CrawlerSettings
-from tubelens.demo_report import report_data
-from tubelens.demo_serving import Serving, Trained, client_example, sample_call, start_serving, train_models
-from tubelens.embedding.backbone import Backbone
+from tubelens.devtools.demo_report import report_data
+from tubelens.devtools.demo_serving import Serving, Trained, client_example, sample_call, start_serving, train_models
+from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
+from tubelens.devtools.report import build_report
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
-from tubelens.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.logs import configure_logging
+from tubelens.modelkit.backbone import Backbone
+from tubelens.modelkit.snapshots import Snapshot
 from tubelens.objects.local import LocalObjectStore
 from tubelens.preprocessor.handler import PreprocessorHandler
 from tubelens.preprocessor.settings import PreprocessorSettings
-from tubelens.report import build_report
-from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder, Snapshot
+from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder
 from tubelens.trainer.evaluate import Report, evaluate_all
 from tubelens.v1 import events_pb2, predictor_pb2
 

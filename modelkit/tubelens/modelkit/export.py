@@ -1,6 +1,6 @@
 """Export the backbone to ONNX, checked against eager torch before the file is kept.
 
-    python -m tubelens.embedding.export [PATH [IMAGE ...]]      (PATH defaults to the runtime's default_onnx_path())
+    python -m tubelens.modelkit.export [PATH [IMAGE ...]]      (PATH defaults to the runtime's default_onnx_path())
 
 The graph takes `images` float32 [batch, 3, 224, 224] (the batch axis dynamic) and returns `embedding` [batch, 1280]
 (pooled, not yet normalized) and `logits` [batch, 1000]. The weights version is stamped into the file's metadata so
@@ -26,8 +26,8 @@ import onnx
 import onnxruntime
 import torch
 
-from tubelens.embedding.efficientnet import MODEL_NAME, EfficientNetLite0, load_pretrained, weights_version
-from tubelens.embedding.preprocess import INPUT_SIZE, ImageInput, to_batch
+from tubelens.modelkit.efficientnet import MODEL_NAME, EfficientNetLite0, load_pretrained, weights_version
+from tubelens.modelkit.preprocess import INPUT_SIZE, ImageInput, to_batch
 
 MODELS_DIR = Path(".tubelens") / "models"
 OPSET = 17

@@ -33,12 +33,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from tubelens.errors import InvalidInput, NotReady
-from tubelens.fakeyoutube import api
-from tubelens.fakeyoutube.catalogue import BadInput, Catalogue, rfc3339
-from tubelens.fakeyoutube.feeds import channel_feed
-from tubelens.fakeyoutube.media import MEDIA_URL_TEMPLATE, media_mp4, undecodable_mp4
-from tubelens.fakeyoutube.thumbnails import (
+from tubelens.devtools.fakeyoutube import api
+from tubelens.devtools.fakeyoutube.catalogue import BadInput, Catalogue, rfc3339
+from tubelens.devtools.fakeyoutube.feeds import channel_feed
+from tubelens.devtools.fakeyoutube.media import MEDIA_URL_TEMPLATE, media_mp4, undecodable_mp4
+from tubelens.devtools.fakeyoutube.thumbnails import (
     BY_FILE,
     available_thumbnails,
     avatar_jpeg,
@@ -46,7 +45,8 @@ from tubelens.fakeyoutube.thumbnails import (
     missing_thumbnail_jpeg,
     thumbnail_jpeg,
 )
-from tubelens.servers import LOOPBACK
+from tubelens.devtools.servers import LOOPBACK
+from tubelens.errors import InvalidInput, NotReady
 
 log = logging.getLogger(__name__)
 

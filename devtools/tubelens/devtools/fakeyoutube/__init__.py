@@ -8,9 +8,9 @@
 `tubelens fake-youtube` serves one from the command line.
 """
 
-from tubelens.fakeyoutube.catalogue import BadInput, Catalogue, Channel, InputFaults, Video, VisualFeatures
-from tubelens.fakeyoutube.media import MEDIA_URL_TEMPLATE
-from tubelens.fakeyoutube.server import FakeYouTube, ServerFaults
+from tubelens.devtools.fakeyoutube.catalogue import BadInput, Catalogue, Channel, InputFaults, Video, VisualFeatures
+from tubelens.devtools.fakeyoutube.media import MEDIA_URL_TEMPLATE
+from tubelens.devtools.fakeyoutube.server import FakeYouTube, ServerFaults
 
 __all__ = [
     "MEDIA_URL_TEMPLATE",

@@ -7,9 +7,9 @@ registry and the predictor. The demo fills a `ReportData`; `build_report` writes
 heatmap's grid from any batch predict function.
 """
 
-from tubelens.report.data import ConceptClouds, Heatmap, Match, ReportData, SimilarExample, VideoPoint
-from tubelens.report.occlusion import occlusion_grid
-from tubelens.report.page import build_report, render
+from tubelens.devtools.report.data import ConceptClouds, Heatmap, Match, ReportData, SimilarExample, VideoPoint
+from tubelens.devtools.report.occlusion import occlusion_grid
+from tubelens.devtools.report.page import build_report, render
 
 __all__ = [
     "ConceptClouds",

@@ -2,7 +2,7 @@
 
 TorchServe runs this file in its own Python worker, from inside the unpacked archive, where the `tubelens` packages
 are not installed. So it imports nothing from tubelens (only torch, PIL and numpy) and repeats the few lines of
-`tubelens.embedding.preprocess` that turn an encoded image into the network's input: JPEG, PNG or WebP only, the
+`tubelens.modelkit.preprocess` that turn an encoded image into the network's input: JPEG, PNG or WebP only, the
 declared pixel count checked before any pixel is decoded, transparent pixels black, the shorter side to 256 with
 bicubic resampling and a centre crop of 224 as one resampling of the centre square (an image that is already
 224x224 is taken as that crop), then (x / 255 - mean) / std. A test compares the two pixel arrays exactly, so the
@@ -37,7 +37,7 @@ class BadImage(ValueError):
     """An image the model cannot be asked about; TorchServe reports it as a 400."""
 
 
-# preprocessing, as tubelens.embedding.preprocess does it
+# preprocessing, as tubelens.modelkit.preprocess does it
 
 
 def decode(data: bytes, *, max_pixels: int) -> Image.Image:

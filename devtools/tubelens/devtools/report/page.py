@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tubelens.report import evaluation as ev
-from tubelens.report.data import ConceptClouds, ReportData
-from tubelens.report.figures import confusions_html, heatmaps_html, popularity_html, similar_html, spearman
-from tubelens.report.markup import empty, section, text
-from tubelens.report.tables import evaluation_html, models_html, pipeline_html
-from tubelens.report.wordcloud import clouds_html
+from tubelens.devtools.report import evaluation as ev
+from tubelens.devtools.report.data import ConceptClouds, ReportData
+from tubelens.devtools.report.figures import confusions_html, heatmaps_html, popularity_html, similar_html, spearman
+from tubelens.devtools.report.markup import empty, section, text
+from tubelens.devtools.report.tables import evaluation_html, models_html, pipeline_html
+from tubelens.devtools.report.wordcloud import clouds_html
 
 SECTIONS = (
     ("pipeline", "Pipeline"),

@@ -1,0 +1,10 @@
+"""The crawler's commands (registered under the `tubelens.commands` entry points)."""
+
+from __future__ import annotations
+
+from tubelens.cli import Commands, add_service_command
+
+
+def add_commands(commands: Commands) -> None:
+    run = add_service_command(commands, "crawler", "the crawler: discovers uploads and refreshes their counters")
+    run.add_argument("--once", action="store_true", help="one crawl cycle (a backfill), then exit")
