@@ -116,11 +116,11 @@ def bench_levels(app: PredictorApp, runtime: str, jpeg: bytes) -> list[Level]:
 
 def hop_ms(app: PredictorApp, jpeg: bytes) -> tuple[float, float]:
     """p50 and p99 of the model call alone (feature rows in, answer out), as the gRPC handler makes it."""
-    service = app.service
+    core = app.core
     version = app.manager.default_version("popularity")
-    head = service.head_info("popularity", version)
-    image = service.images.image(predictor_pb2.ImageInput(image_bytes=jpeg), "thumbnail")
-    rows = feature_rows(head, service.embed([image]), VideoFacts("a title", 1000, 7 * 86400, None))
+    head = core.head_info("popularity", version)
+    image = app.servicer.images.image(predictor_pb2.ImageInput(image_bytes=jpeg), "thumbnail")
+    rows = feature_rows(head, core.embed([image]), VideoFacts("a title", 1000, 7 * 86400, None))
     body = {"features": rows}
     for _ in range(20):
         app.manager.predict("popularity", body)

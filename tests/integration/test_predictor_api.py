@@ -205,7 +205,7 @@ def test_the_same_thumbnail_by_bytes_url_and_video_id_gets_one_answer(served: Se
 def test_a_published_video_is_predicted_at_its_age(served: Served) -> None:
     def at(age: timedelta) -> predictor_pb2.Popularity:
         published = Timestamp()
-        published.FromDatetime(served.app.service.now() - age)
+        published.FromDatetime(served.app.core.now() - age)
         context = predictor_pb2.VideoContext(title="Garden tour", published_at=published, channel_subscribers=50_000)
         request = predictor_pb2.PredictPopularityRequest(thumbnail=_image(served.jpeg), context=context)
         return served.stub.PredictPopularity(request).popularity
@@ -260,7 +260,7 @@ def test_model_selection_unknown_versions_and_models_are_not_found(served: Serve
 
 def test_a_publish_time_in_the_future_is_invalid(served: Served) -> None:
     published = Timestamp()
-    published.FromDatetime(served.app.service.now() + timedelta(days=1))
+    published.FromDatetime(served.app.core.now() + timedelta(days=1))
     request = predictor_pb2.PredictPopularityRequest(
         thumbnail=_image(served.jpeg), context=predictor_pb2.VideoContext(published_at=published)
     )

@@ -32,9 +32,10 @@ from tubelens import events
 from tubelens.bus import Message
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable
 from tubelens.modelkit.registry import ModelRegistry, model_trained_event
+from tubelens.predictor.factory import open_runtime
 from tubelens.predictor.inprocess import InProcessRuntime
 from tubelens.predictor.models import NO_PRODUCTION, ModelManager, SwapFailed
-from tubelens.predictor.runtime import Body, CallBudget, ModelServerError, Transient, open_runtime, with_retries
+from tubelens.predictor.runtime import Body, CallBudget, ModelServerError, Transient, with_retries
 from tubelens.predictor.settings import PredictorServiceSettings, PredictorSettings, RuntimeKind
 from tubelens.predictor.swap import swap_handler
 from tubelens.settings import load_settings

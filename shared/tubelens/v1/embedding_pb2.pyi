@@ -45,16 +45,20 @@ class EmbedResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., dim: _Optional[int] = ..., vectors: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., concepts: _Optional[_Iterable[_Union[ConceptList, _Mapping]]] = ...) -> None: ...
 
 class SimilarRequest(_message.Message):
-    __slots__ = ("id", "image", "video_id", "k")
+    __slots__ = ("id", "image", "video_id", "vector", "k", "phash")
     ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    PHASH_FIELD_NUMBER: _ClassVar[int]
     id: str
     image: bytes
     video_id: str
+    vector: Vector
     k: int
-    def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., video_id: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+    phash: int
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., video_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., phash: _Optional[int] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("video_id", "score", "near_duplicate")

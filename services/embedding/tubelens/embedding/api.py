@@ -6,6 +6,8 @@ Requests from many callers share forward passes through the micro-batcher. Typed
 
 from __future__ import annotations
 
+import numpy as np
+
 from tubelens.embedding.batching import MicroBatcher
 from tubelens.embedding.concepts import top_concepts
 from tubelens.embedding.index import SimilarityIndex
@@ -65,8 +67,13 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
             image = decode(request.image, max_pixels=self.batcher.max_pixels)
             # The query's perceptual hash lets the index tell a copy of this very picture from its look-alikes.
             matches = self.index.query(self.batcher.embed([image]).vectors[0], k, phash=phash(image) or None)
+        elif which == "vector":
+            vector = np.asarray(request.vector.values, dtype=np.float32)
+            if vector.shape != (self.index.dim,):
+                raise InvalidInput(f"vector has {vector.size} values; the index holds {self.index.dim}", field="vector")
+            matches = self.index.query(vector, k, phash=request.phash or None)
         else:
-            raise InvalidInput("give an image or a video_id to search with", field="query")
+            raise InvalidInput("give an image, a vector or a video_id to search with", field="query")
         return embedding_pb2.SimilarResponse(
             id=current_request_id(),
             model=self.backbone.model,

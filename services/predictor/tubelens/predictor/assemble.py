@@ -21,7 +21,6 @@ import pyarrow as pa
 from tubelens.errors import InvalidInput
 from tubelens.modelkit.features import METADATA, METADATA_FEATURES, features
 from tubelens.modelkit.schema import SCHEMA
-from tubelens.v1 import predictor_pb2
 
 HEAD_CONFIG = "head.json"
 
@@ -66,24 +65,23 @@ class VideoFacts:
     duration_seconds: int | None
 
 
-def facts_from_context(
-    context: predictor_pb2.VideoContext,
+def facts_for(
+    title: str,
     *,
-    known_subscribers: int | None,
+    subscribers: int | None,
+    published_at: datetime | None,
     horizon_s: int,
     now: datetime | None = None,
 ) -> VideoFacts:
-    """The request's VideoContext, with the catalogue's subscriber count when the caller named only the channel, and
-    the age the prediction is for: since `published_at` when given, else the configured horizon."""
-    subscribers = int(context.channel_subscribers) if context.channel_subscribers else known_subscribers
+    """A video as a caller describes it, with the age the prediction is for: since `published_at` when given, else
+    the configured horizon."""
     age = horizon_s
-    if context.HasField("published_at"):
-        published = context.published_at.ToDatetime(tzinfo=UTC)
-        age = int(((now or datetime.now(UTC)) - published).total_seconds())
+    if published_at is not None:
+        age = int(((now or datetime.now(UTC)) - published_at).total_seconds())
         if age < 0:
             raise InvalidInput("context.published_at is in the future", field="context.published_at")
         age = max(age, 3600)  # a video minutes old has too few views to be worth a prediction: say its first hour
-    return VideoFacts(context.title, subscribers, age, None)
+    return VideoFacts(title, subscribers, age, None)
 
 
 def feature_rows(head: HeadInfo, embeddings: np.ndarray, facts: VideoFacts) -> list[list[float]]:

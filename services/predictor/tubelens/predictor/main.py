@@ -25,11 +25,13 @@ from tubelens.fetch import Fetcher
 from tubelens.modelkit.backbone import Backbone
 from tubelens.modelkit.registry import ModelRegistry
 from tubelens.objects import ObjectStore
-from tubelens.predictor.api import ApiLimits, PredictorService
 from tubelens.predictor.catalogue import Catalogue, load_catalogue
+from tubelens.predictor.core import Limits, PredictorCore
+from tubelens.predictor.factory import open_runtime
+from tubelens.predictor.grpc_api import PredictorServicer
 from tubelens.predictor.inputs import ImageLimits, ImageResolver
 from tubelens.predictor.models import ModelManager
-from tubelens.predictor.runtime import ModelRuntime, open_runtime
+from tubelens.predictor.runtime import ModelRuntime
 from tubelens.predictor.settings import PredictorServiceSettings, PredictorSettings
 from tubelens.predictor.swap import swap_handler
 from tubelens.rpc import RpcServer, serve
@@ -63,7 +65,8 @@ class PredictorApp:
 
     settings: PredictorSettings
     manager: ModelManager
-    service: PredictorService
+    core: PredictorCore
+    servicer: PredictorServicer
     catalogue: CatalogueHolder
     on_trained: Callable[[Message], None]
 
@@ -75,7 +78,7 @@ class PredictorApp:
         api = self.settings.api
         return serve(
             "predictor",
-            [(predictor_pb2_grpc.add_PredictorServicer_to_server, self.service)],
+            [(predictor_pb2_grpc.add_PredictorServicer_to_server, self.servicer)],
             service_names=[GRPC_SERVICE],
             host=api.grpc_host if host is None else host,
             port=api.grpc_port if port is None else port,
@@ -117,23 +120,22 @@ def build_app(
         catalogue=catalogue.get,
         fetcher=fetcher,
     )
-    service = PredictorService(
+    core = PredictorCore(
         manager,
         registry,
-        images=images,
         embed=embed or backbone_embedder(Backbone(max_pixels=api.max_image_pixels)),
         similar=similar or embedding_similar(api.embedding_address, api.embedding_timeout_s),
         catalogue=catalogue.get,
         load_array=lambda key: np.load(io.BytesIO(store.get(key)), allow_pickle=False),
         workdir=settings.workdir,
-        limits=ApiLimits(
+        limits=Limits(
             horizon_s=api.horizon_s,
             interval_level=api.interval_level,
             max_candidates=api.max_candidates,
             max_frames=api.max_frames,
         ),
     )
-    return PredictorApp(settings, manager, service, catalogue, swap_handler(manager))
+    return PredictorApp(settings, manager, core, PredictorServicer(core, images), catalogue, swap_handler(manager))
 
 
 def backbone_embedder(backbone: Backbone) -> Callable[[list[Image.Image]], np.ndarray]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, TooLarge, TubelensError, Unavailable
-from tubelens.predictor.settings import PredictorSettings, RuntimeKind
+from tubelens.errors import Conflict, InvalidInput, NotFound, TooLarge, TubelensError, Unavailable
+from tubelens.predictor.settings import PredictorSettings
 
 T = TypeVar("T")
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -136,34 +136,3 @@ def archive_manifest(archive: Path) -> dict[str, Any]:
     if not isinstance(model, dict) or not model.get("handler"):
         raise InvalidInput(f"{archive.name}: {MANIFEST} names no handler", field="archive")
     return model
-
-
-def open_runtime(settings: PredictorSettings) -> ModelRuntime:
-    """The runtime the settings name: TorchServe for the stack and the cluster, in-process for the demo."""
-    if settings.runtime is RuntimeKind.IN_PROCESS:
-        from tubelens.predictor.inprocess import InProcessRuntime
-
-        return InProcessRuntime(settings.workdir / "in-process")
-    from tubelens.predictor.torchserve import TorchServeRuntime
-
-    ts = settings.torchserve
-    missing = [
-        name for name, url in (("INFERENCE_URL", ts.inference_url), ("MANAGEMENT_URL", ts.management_url)) if not url
-    ]
-    if missing:
-        names = ", ".join(f"TUBELENS_PREDICTOR__TORCHSERVE__{name}" for name in missing)
-        raise ConfigError(
-            f"{names}: required when TUBELENS_PREDICTOR__RUNTIME=torchserve (tubelens stack up writes them)"
-        )
-    return TorchServeRuntime(
-        ts.inference_url,
-        ts.management_url,
-        ts.model_store,
-        budget=CallBudget.from_settings(settings),
-        initial_workers=ts.initial_workers,
-        batch_size=ts.batch_size,
-        max_batch_delay_ms=ts.max_batch_delay_ms,
-        pool_size=ts.pool_size,
-        connect_timeout_s=settings.connect_timeout_s,
-        load_timeout_s=ts.load_timeout_s,
-    )
