@@ -1,17 +1,27 @@
 """Settings from the environment, validated at start-up.
 
 Every variable starts with TUBELENS_ and nests with a double underscore: TUBELENS_KAFKA__BOOTSTRAP,
-TUBELENS_OBJECTS__ENDPOINT. `tubelens stack up` writes the addresses of the local stack to an env file that
+TUBELENS_S3__ENDPOINT. `tubelens stack up` writes the addresses of the local stack to an env file that
 is read too (TUBELENS_ENV_FILE names it; real environment variables win over it).
+
+A TUBELENS_* variable that no installed room reads stops the service with one line naming it and the nearest valid
+name: a typo must not silently leave a default in place. Each room registers its settings class under the
+`tubelens.settings` entry points; the valid names are every field of every installed class.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+from dotenv import dotenv_values
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -28,6 +38,10 @@ def _host_list(value: object) -> object:
 HostList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_host_list)]
 
 DEFAULT_ENV_FILE = Path(".tubelens") / "stack.env"
+PREFIX = "TUBELENS_"
+SETTINGS_GROUP = "tubelens.settings"
+# Read by name rather than through a settings class: where the env file is, and the build a Job records.
+DIRECT_VARIABLES = frozenset({"TUBELENS_ENV_FILE", "TUBELENS_CODE_VERSION"})
 
 
 class BusKind(StrEnum):
@@ -115,7 +129,8 @@ def env_file() -> Path | None:
 
 
 def load_settings(cls: type[S] = TubelensSettings, **overrides: object) -> S:  # type: ignore[assignment]
-    """Build settings or raise ConfigError whose message has one line per missing or invalid value."""
+    """Build settings or raise ConfigError whose message has one line per missing, invalid or unknown value."""
+    check_variables(_tubelens_variables(), known_variables(cls, *installed_settings()))
     try:
         settings = cls(_env_file=env_file(), **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
@@ -151,3 +166,75 @@ def _model_at(cls: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
             return None
         annotation = fields[name].annotation
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def installed_settings() -> list[type[BaseModel]]:
+    """The settings class of every installed room (the `tubelens.settings` entry points)."""
+    return [point.load() for point in entry_points(group=SETTINGS_GROUP)]
+
+
+def known_variables(*classes: type[BaseModel]) -> tuple[frozenset[str], frozenset[str]]:
+    """(exact names, prefixes): every leaf field as a variable; a mapping field also takes `<NAME>__<key>`."""
+    exact, prefixes = set(DIRECT_VARIABLES), set()
+    for cls in classes:
+        for name, is_mapping in _leaves(cls, PREFIX):
+            exact.add(name)
+            if is_mapping:
+                prefixes.add(name + "__")
+    return frozenset(exact), frozenset(prefixes)
+
+
+def check_variables(names: list[str], known: tuple[frozenset[str], frozenset[str]]) -> None:
+    """ConfigError with one line per variable that no setting reads, with the nearest valid name."""
+    exact, prefixes = known
+    unknown = [name for name in names if name not in exact and not name.startswith(tuple(prefixes))]
+    if unknown:
+        raise ConfigError("\n".join(_unknown_line(name, exact) for name in sorted(unknown)))
+
+
+def _unknown_line(name: str, exact: frozenset[str]) -> str:
+    nearest = difflib.get_close_matches(name, sorted(exact), n=1, cutoff=0.5)
+    hint = f"; did you mean {nearest[0]}?" if nearest else ""
+    return f"{name}: no tubelens setting has this name{hint}"
+
+
+def _tubelens_variables() -> list[str]:
+    """TUBELENS_* names in the environment and in the env file."""
+    names = {name for name in os.environ if name.startswith(PREFIX)}
+    path = env_file()
+    if path is not None:
+        names |= {name for name in _env_file_names(path) if name.startswith(PREFIX)}
+    return sorted(names)
+
+
+def _env_file_names(path: Path) -> list[str]:
+    return list(dotenv_values(path))  # python-dotenv: the parser pydantic-settings reads the file with
+
+
+def _leaves(cls: type[BaseModel], prefix: str) -> Iterator[tuple[str, bool]]:
+    for field_name, info in cls.model_fields.items():
+        name = prefix + field_name.upper()
+        section = _section(info.annotation)
+        if section is not None:
+            yield name, False  # a whole section may come as one JSON value
+            yield from _leaves(section, name + "__")
+        else:
+            yield name, _is_mapping(info.annotation)
+
+
+def _section(annotation: object) -> type[BaseModel] | None:
+    """The settings model a field holds, through `X | None`."""
+    for candidate in _alternatives(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _is_mapping(annotation: object) -> bool:
+    return any(typing.get_origin(candidate) in (dict, Mapping) for candidate in _alternatives(annotation))
+
+
+def _alternatives(annotation: object) -> tuple[object, ...]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)

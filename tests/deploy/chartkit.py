@@ -114,7 +114,8 @@ def metric_families() -> dict[str, str]:
     """Every tubelens_* metric the code defines, name -> type (counter, gauge, histogram)."""
     pattern = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"(tubelens_[a-z0-9_]+)\"")
     families: dict[str, str] = {}
-    for path in [*ROOT.glob("shared/tubelens/**/*.py"), *ROOT.glob("services/*/tubelens/**/*.py")]:
+    rooms = ("shared/tubelens", "modelkit/tubelens", "services/*/tubelens")
+    for path in [file for room in rooms for file in ROOT.glob(f"{room}/**/*.py")]:
         for kind, name in pattern.findall(path.read_text()):
             families[name.removesuffix("_total") if kind == "Counter" else name] = kind.lower()
     return families

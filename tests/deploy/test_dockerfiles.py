@@ -1,5 +1,6 @@
-"""The Dockerfiles, read rather than built (no Docker engine here): every service has one; each is multi-stage, pinned
-by tag and digest, installs the pinned packages, and ends as a numeric non-root user running `tubelens <service> run`.
+"""The Dockerfiles, read rather than built: one recipe builds every service (`--build-arg SERVICE=<name>`), the CUDA
+trainer and TorchServe have their own; each is multi-stage, pinned by tag and digest, installs the pinned packages,
+and ends as a numeric non-root user running `tubelens <service> run`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 
 from tests.deploy.chartkit import ROOT, SERVICES
 
+SERVICE_IMAGES = ROOT / "Dockerfile"
 TORCHSERVE = ROOT / "deploy" / "torchserve" / "Dockerfile"
 GPU = ROOT / "services" / "trainer" / "Dockerfile.gpu"
-DOCKERFILES = sorted([*ROOT.glob("services/*/Dockerfile*"), TORCHSERVE])
+DOCKERFILES = sorted([SERVICE_IMAGES, GPU, TORCHSERVE])
 PINNED = re.compile(r"^[a-z0-9./-]+:[A-Za-z0-9._-]+@sha256:[a-f0-9]{64}$")
 
 
@@ -53,7 +55,8 @@ def stages(path: Path) -> list[Stage]:
 def pins() -> dict[str, str]:
     """name -> version of every `==` pin in the pyproject files (the root's extras included)."""
     found = {}
-    for path in [ROOT / "pyproject.toml", *ROOT.glob("services/*/pyproject.toml")]:
+    rooms = [ROOT / "pyproject.toml", *ROOT.glob("*/pyproject.toml"), *ROOT.glob("services/*/pyproject.toml")]
+    for path in rooms:
         project = tomllib.loads(path.read_text())["project"]
         requirements = [*project.get("dependencies", [])]
         for extra in project.get("optional-dependencies", {}).values():
@@ -65,12 +68,12 @@ def pins() -> dict[str, str]:
     return found
 
 
-def test_every_service_has_a_dockerfile() -> None:
+def test_one_dockerfile_builds_every_service() -> None:
     rooms = sorted(path.parent.name for path in ROOT.glob("services/*/pyproject.toml"))
     assert rooms == sorted(SERVICES)
-    for service in rooms:
-        assert (ROOT / "services" / service / "Dockerfile").is_file(), service
-    assert GPU.is_file() and TORCHSERVE.is_file()
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one recipe with ARG SERVICE, not a copy per service"
+    assert SERVICE_IMAGES.is_file() and GPU.is_file() and TORCHSERVE.is_file()
+    assert "ARG SERVICE" in SERVICE_IMAGES.read_text()
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -103,12 +106,21 @@ def test_the_final_stage_runs_as_a_numeric_non_root_user(path: Path) -> None:
     assert "RUN" not in keywords[keywords.index("USER") :]
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_service_images_run_their_service(service: str) -> None:
-    final = stages(ROOT / "services" / service / "Dockerfile")[-1]
+def test_service_images_run_the_service_they_were_built_for() -> None:
+    """The entry point is a launcher written at build time: `exec tubelens <SERVICE> run`, the arguments passed on."""
+    build, final = stages(SERVICE_IMAGES)
     (entrypoint,) = final.all("ENTRYPOINT")
-    assert json.loads(entrypoint) == ["tubelens", service, "run"]
-    assert stages(ROOT / "services" / service / "Dockerfile")[-1].base.startswith("python:3.11.")
+    launcher = json.loads(entrypoint)[0]
+    (written,) = [run for run in build.all("RUN") if f"/opt/venv/bin/{launcher}" in run]
+    assert 'exec /opt/venv/bin/tubelens %s run "$@"' in written and '"$SERVICE"' in written
+    assert final.base.startswith("python:3.11.")
+    assert "/opt/venv" in " ".join(final.all("COPY"))
+
+
+def test_service_images_install_only_their_room_and_what_it_requires() -> None:
+    runs = " ".join(stages(SERVICE_IMAGES)[0].all("RUN"))
+    assert 'pip wheel --no-deps --wheel-dir /wheels . ./modelkit "./services/$SERVICE"' in runs
+    assert '--constraint /wheels/local.txt' in runs and '"tubelens-$SERVICE"' in runs
 
 
 def test_the_gpu_trainer_runs_the_trainer_on_a_cuda_image() -> None:
@@ -119,9 +131,10 @@ def test_the_gpu_trainer_runs_the_trainer_on_a_cuda_image() -> None:
     assert "download.pytorch.org/whl/cpu" not in GPU.read_text()
 
 
-@pytest.mark.parametrize("path", [p for p in DOCKERFILES if p != GPU], ids=lambda p: str(p.relative_to(ROOT)))
-def test_cpu_images_take_torch_from_the_cpu_index(path: Path) -> None:
-    runs = " ".join(stages(path)[0].all("RUN"))
+def test_cpu_images_take_torch_from_the_cpu_index() -> None:
+    runs = " ".join(stages(SERVICE_IMAGES)[0].all("RUN"))
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in runs
+    runs = " ".join(stages(TORCHSERVE)[0].all("RUN"))
     assert f"--index-url https://download.pytorch.org/whl/cpu torch=={pins()['torch']}" in runs
 
 

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.chartkit import CHART, ROOT
+from tests.deploy.chartkit import CHART, ROOT, SERVICES
 
 SCHEMA_FILE = ROOT / "deploy" / "schemas" / "skaffold-v4beta13.json"
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
@@ -77,8 +77,13 @@ def test_every_artifact_builds_from_a_dockerfile_and_reaches_the_chart(profile: 
 
 def test_every_service_image_is_built_and_the_cuda_one_only_for_gpu() -> None:
     dockerfiles = {artifact["docker"]["dockerfile"] for artifact in CONFIG["build"]["artifacts"]}
-    expected = {str(path.relative_to(ROOT)) for path in ROOT.glob("services/*/Dockerfile")}
-    assert expected | {"deploy/torchserve/Dockerfile"} == dockerfiles
+    assert dockerfiles == {"Dockerfile", "deploy/torchserve/Dockerfile"}
+    services = {
+        artifact["docker"]["buildArgs"]["SERVICE"]: artifact["image"]
+        for artifact in CONFIG["build"]["artifacts"]
+        if artifact["docker"]["dockerfile"] == "Dockerfile"
+    }
+    assert services == {name: f"tubelens-{name}" for name in SERVICES}
     gpu = {artifact["docker"]["dockerfile"] for artifact in with_profile("gpu")["build"]["artifacts"]}
     assert gpu - dockerfiles == {"services/trainer/Dockerfile.gpu"}
     assert "deploy/values/gpu.yaml" in with_profile("gpu")["deploy"]["helm"]["releases"][0]["valuesFiles"]

@@ -94,3 +94,42 @@ def test_comma_separated_lists_and_unparseable_values(monkeypatch: pytest.Monkey
     monkeypatch.setenv("TUBELENS_CRAWLER__REFRESH_SLOTS", "soon")
     with pytest.raises(ConfigError, match="TUBELENS_CRAWLER__REFRESH_SLOTS: .*not a positive number"):
         load_settings(CrawlerServiceSettings)
+
+
+def test_an_unknown_variable_stops_start_up_naming_the_nearest_valid_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUBELENS_BUS", "memory")
+    monkeypatch.setenv("TUBELENS_OBJECTS", "local")
+    monkeypatch.setenv("TUBELENS_OBJECTS__ENDPOINT", "127.0.0.1:9000")
+    monkeypatch.setenv("TUBELENS_PREDICTOR__ALLOWED_HOSTS", "i.ytimg.com")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.message.splitlines() == [
+        "TUBELENS_OBJECTS__ENDPOINT: no tubelens setting has this name; did you mean TUBELENS_S3__ENDPOINT?",
+        "TUBELENS_PREDICTOR__ALLOWED_HOSTS: no tubelens setting has this name; "
+        "did you mean TUBELENS_PREDICTOR__API__ALLOWED_HOSTS?",
+    ]
+
+
+def test_an_unknown_variable_in_the_env_file_is_refused_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = tmp_path / "stack.env"
+    env.write_text("TUBELENS_BUS=memory\nTUBELENS_OBJECTS=local\nTUBELENS_KAFKA__BOOTSTARP=127.0.0.1:1\n")
+    monkeypatch.setenv("TUBELENS_ENV_FILE", str(env))
+    with pytest.raises(ConfigError, match="TUBELENS_KAFKA__BOOTSTARP: .* did you mean TUBELENS_KAFKA__BOOTSTRAP"):
+        load_settings()
+
+
+def test_every_field_of_every_installed_room_is_a_known_name_and_mappings_take_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tubelens.settings import installed_settings, known_variables
+
+    exact, prefixes = known_variables(*installed_settings())
+    assert {"TUBELENS_KAFKA__BOOTSTRAP", "TUBELENS_PREDICTOR__API__ALLOWED_HOSTS", "TUBELENS_CRAWLER__CHANNELS"} <= set(
+        exact
+    )
+    assert "TUBELENS_TRAINER__KUBERNETES__NODE_SELECTOR__" in prefixes
+    monkeypatch.setenv("TUBELENS_BUS", "memory")
+    monkeypatch.setenv("TUBELENS_OBJECTS", "local")
+    monkeypatch.setenv("TUBELENS_TRAINER__KUBERNETES__NODE_SELECTOR__GPU", "a100")
+    monkeypatch.setenv("TUBELENS_PREDICTOR__API__GRPC_PORT", "0")  # another room's setting: read by that room
+    assert load_settings().bus is BusKind.MEMORY

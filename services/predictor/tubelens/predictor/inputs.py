@@ -75,7 +75,7 @@ class ImageResolver:
     def _fetched(self, url: str, field: str) -> bytes:
         if self.fetcher is None:
             raise InvalidInput(
-                f"{field}: image URLs are turned off; list their hosts in TUBELENS_PREDICTOR__ALLOWED_HOSTS",
+                f"{field}: image URLs are turned off; list their hosts in TUBELENS_PREDICTOR__API__ALLOWED_HOSTS",
                 field=field,
             )
         try:
