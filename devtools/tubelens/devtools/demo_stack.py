@@ -29,9 +29,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from tubelens import events, stack
+from tubelens import events
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
+from tubelens.devtools import stack
 from tubelens.devtools.demo_serving import client_example, sample_call
 from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.errors import Unavailable
