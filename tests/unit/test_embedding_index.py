@@ -446,6 +446,31 @@ def test_save_shard_checkpoints_every_so_many_changes(store: LocalObjectStore) -
     assert [info.key for info in store.list("shards/checkpoints/") if info.key.endswith(".json")] == first
 
 
+def test_a_checkpoint_that_cannot_be_saved_does_not_fail_the_shard(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(21)
+    index = SimilarityIndex(DIM, checkpoint_every=100, **CHECKPOINTED)
+    index.upsert_many(ids_for(300), unit_rows(rng, 300))
+    real_put = store.put
+
+    def full_disk(key: str, *args: object, **kwargs: object) -> object:
+        if "/checkpoints/" in key:
+            raise OSError(28, "No space left on device")
+        return real_put(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "put", full_disk)
+    assert index.save_shard(store, "shards") is not None
+    assert "No space left" in caplog.records[-1].error
+    monkeypatch.setattr(store, "put", real_put)
+    index.upsert("one-more", unit_rows(rng, 1)[0])
+    index.save_shard(store, "shards")
+
+    assert len([info for info in store.list("shards/checkpoints/") if info.key.endswith(".json")]) == 1
+    assert len(list(store.list("shards/checkpoints/"))) == 4, "nothing left of the checkpoint that failed"
+    assert len(SimilarityIndex.load_shards(store, "shards", DIM, **CHECKPOINTED)) == 301
+
+
 def test_only_the_two_newest_checkpoints_are_kept(store: LocalObjectStore, tmp_path: Path) -> None:
     rng = np.random.default_rng(17)
     index = filled(unit_rows(rng, 300), cache_dir=tmp_path / "cache", **CHECKPOINTED)

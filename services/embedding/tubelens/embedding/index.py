@@ -51,6 +51,7 @@ MAX_K = 1000
 GRAPH_CANDIDATES = 32
 # Components beyond this quantile of |x| are clipped to +-127 in the graph's int8 copies; the rest keep 254 levels.
 QUANTIZATION_QUANTILE = 0.9999
+QUANTIZATION_SAMPLE_ROWS = 1000
 CHECKPOINT_EVERY = 10_000
 SHARD_CONTENT_TYPE = "application/x-npz"
 SHARD_SUFFIX = ".npz"
@@ -276,11 +277,15 @@ class SimilarityIndex:
     def save_shard(self, store: ObjectStore, prefix: str, *, changed_only: bool = True) -> str | None:
         """Write the vectors upserted since the last save (all of them with `changed_only=False`) as one
         content-addressed `.npz` under `prefix`; returns its key, or None when there was nothing to write.
-        When `checkpoint_every` changes have piled up since the last checkpoint, save one as well."""
+        When `checkpoint_every` changes have piled up since the last checkpoint, save one as well; one that fails
+        is logged and tried again at the next shard (the shard is what must not fail: it is the source of truth)."""
         with self._persisting:
             key = self._save_shard(store, prefix, changed_only=changed_only)
             if self.checkpoint_every and self._changes_since_checkpoint >= self.checkpoint_every:
-                self._save_checkpoint(store, prefix)
+                try:
+                    self._save_checkpoint(store, prefix)
+                except Exception as error:  # noqa: BLE001 - an outage or a full disk must not hold up the events
+                    log.warning("index checkpoint not saved", extra={"error": f"{type(error).__name__}: {error}"})
         return key
 
     def save_checkpoint(self, store: ObjectStore, prefix: str) -> str | None:
@@ -568,7 +573,9 @@ def _best_first(slots: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _quantization_scale(rows: np.ndarray) -> float:
-    top = float(np.quantile(np.abs(rows), QUANTIZATION_QUANTILE)) if rows.size else 0.0
+    # A thousand rows spread over the index tell the quantile as well as all of them, without copying them all.
+    sample = rows[:: max(1, len(rows) // QUANTIZATION_SAMPLE_ROWS)]
+    top = float(np.quantile(np.abs(sample), QUANTIZATION_QUANTILE)) if sample.size else 0.0
     return 127.0 / top if top > 0 else 127.0
 
 

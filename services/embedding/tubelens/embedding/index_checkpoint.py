@@ -25,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +93,19 @@ def publish(
     move into `cache`, named by their sha256, for the next start on this machine. Returns the manifest's key."""
     base = f"{folder(prefix)}{taken_ns:020d}"
     files, cached = {}, {}
-    for name, path in paths.items():
-        with path.open("rb") as body:
-            info = store.put(f"{base}/{FILES[name]}", body, content_type="application/octet-stream")
-        files[name] = {"key": info.key, "sha256": info.sha256, "size": info.size}
-        cached[name] = _cache_path(cache, info.sha256, name)
-        os.replace(path, cached[name])
+    try:
+        for name, path in paths.items():
+            with path.open("rb") as body:
+                info = store.put(f"{base}/{FILES[name]}", body, content_type="application/octet-stream")
+            files[name] = {"key": info.key, "sha256": info.sha256, "size": info.size}
+            cached[name] = _cache_path(cache, info.sha256, name)
+            os.replace(path, cached[name])
+    except BaseException:
+        # Without a manifest nothing would ever prune them: remove what went up, as far as the store lets us now.
+        with suppress(Exception):
+            for filename in FILES.values():
+                store.delete(f"{base}/{filename}")
+        raise
     tidy(cache, keep=cached.values())
     manifest = {
         "format": FORMAT,
