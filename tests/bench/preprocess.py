@@ -8,10 +8,11 @@ counts FFmpeg's decoding threads too). The reference is Pillow opening and decod
 "x the CPU" says how many bare decodes' worth of CPU a thumbnail costs. Each thumbnail figure is the best of
 `ROUNDS` rounds over fresh thumbnails: other processes on a shared machine only ever slow a round down.
 
-The local object store is first filled with `THUMBNAILS` other thumbnails, so that the 256 two-character directories
-of each variant's prefix exist, as they do in any store past its first few thousand objects. The S3 rows put the
-variants of `S3_THUMBNAILS` thumbnails into moto on loopback: one `put_content` after the other (the reference), then
-all three in one `put_contents`, which uploads them concurrently ("x the rate": thumbnails/s over the reference's).
+The local object store is first filled with `WARM_UP_THUMBNAILS` other thumbnails, so that the 256 two-character
+directories of each variant's prefix exist, as they do in any store past its first few thousand objects. The S3
+rows put the variants of `S3_THUMBNAILS` thumbnails into moto on loopback: one `put_content` after the other (the
+reference), then all three in one `put_contents`, which uploads them concurrently ("x the rate": thumbnails/s over
+the reference's).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from tubelens.preprocessor.media import MP4
 from tubelens.preprocessor.thumbnails import PreparedThumbnail, prepare_thumbnail, store_thumbnail
 from tubelens.settings import S3Settings
 
-THUMBNAILS = 1000
+THUMBNAILS = 500  # per round
 ROUNDS = 3
-S3_THUMBNAILS = 200
+WARM_UP_THUMBNAILS = 1000
+S3_THUMBNAILS = 100
 VIDEO_SECONDS = 20
 MAX_PIXELS = 40_000_000
 SOURCE_URL = "https://i.ytimg.com/vi/x/mqdefault.jpg"
@@ -88,7 +90,7 @@ def bench_thumbnails(workdir: Path, count: int = THUMBNAILS, rounds: int = ROUND
     sources = thumbnails(count, first_seed=0)
     store = LocalObjectStore(workdir / "objects", "bench")
     store.ensure_bucket()
-    _store_all(store, thumbnails(count, first_seed=count))  # the store's directories, and a warm-up
+    _store_all(store, thumbnails(WARM_UP_THUMBNAILS, first_seed=10**6))  # the store's directories, and a warm-up
 
     def decode_only() -> None:
         for data in sources:
@@ -190,7 +192,7 @@ def print_table(rows: list[Row]) -> None:
             f"{row.per_cpu_second:,.0f}",
             row.versus,
         )
-    Console().print(table)
+    Console(width=140).print(table)
 
 
 def main() -> list[Row]:
