@@ -6,8 +6,10 @@ show (an unreachable server, a file system's path collisions).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import json
 import os
 import random
 import re
@@ -23,7 +25,7 @@ from minio import Minio
 
 from tubelens.devtools.servers import LOOPBACK, free_port
 from tubelens.errors import Conflict, InvalidInput, NotFound, Unavailable
-from tubelens.objects import ObjectInfo, ObjectStore, open_store
+from tubelens.objects import Content, LocalObjectStore, ObjectInfo, ObjectStore, open_store
 from tubelens.settings import LocalObjectsSettings, ObjectsKind, S3Settings, TubelensSettings
 from tubelens.v1 import common_pb2
 
@@ -349,6 +351,32 @@ def test_one_store_serves_many_threads_at_once(backend: Backend) -> None:
     assert len(list(backend.store.list())) == 1 + 8 * 5 + 8
 
 
+def test_put_contents_stores_each_as_put_content_would_in_order(backend: Backend) -> None:
+    contents = [Content(f"variant {n}".encode() * 100, f"thumbnails/v{n}", "image/jpeg", ".jpg") for n in range(5)]
+    already = backend.store.put_content(
+        contents[2].data, prefix="thumbnails/v2", content_type="image/jpeg", suffix=".jpg"
+    )
+
+    infos = backend.store.put_contents(contents)
+
+    for content, info in zip(contents, infos, strict=True):
+        digest = sha256(content.data)
+        assert info.key == f"{content.prefix}/{digest[:2]}/{digest}.jpg"
+        assert backend.store.get(info.key) == content.data
+    assert [info.created for info in infos] == [True, True, False, True, True]
+    assert infos[2] == replace(already, created=False)
+    assert backend.store.put_contents([]) == []
+
+
+def test_put_contents_raises_a_failed_put_and_keeps_the_others(backend: Backend) -> None:
+    good = [Content(b"first", "frames", "image/jpeg"), Content(b"third", "frames", "image/jpeg")]
+
+    with pytest.raises(InvalidInput, match="invalid object key 'frames//"):
+        backend.store.put_contents([good[0], Content(b"second", "frames/", "image/jpeg"), good[1]])
+
+    assert sorted(backend.store.get(info.key) for info in backend.store.list("frames")) == [b"first", b"third"]
+
+
 def test_object_info_converts_to_the_protobuf_object_ref(backend: Backend) -> None:
     info = backend.store.put_content(b"ref me", prefix="thumbs", content_type="image/webp", suffix=".webp")
 
@@ -389,3 +417,48 @@ def test_local_store_reports_a_key_that_needs_an_existing_object_as_its_director
         store.put("runs/1/metrics.json", b"{}", content_type="application/json")
 
     assert [info.key for info in store.list()] == ["runs/1"]
+
+
+def test_local_store_keeps_what_a_put_recorded_in_the_file_itself(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path, "contract")
+    store.ensure_bucket()
+
+    info = store.put_content(b"a thumbnail", prefix="thumbnails", content_type="image/jpeg", suffix=".jpg")
+
+    recorded = json.loads(os.getxattr(tmp_path / "contract" / info.key, "user.tubelens.object"))
+    assert recorded == {"sha256": info.sha256, "size": info.size, "content_type": "image/jpeg"}
+    assert not (tmp_path / ".meta" / "contract" / info.key).exists(), "no second file per object"
+    assert list((tmp_path / ".tmp").iterdir()) == []
+
+
+def test_local_store_without_extended_attributes_records_in_sidecar_files(tmp_path: Path, monkeypatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
+    store = LocalObjectStore(tmp_path, "contract")
+    store.ensure_bucket()
+
+    info = store.put_content(b"a thumbnail", prefix="thumbnails", content_type="image/jpeg", suffix=".jpg")
+    named = store.put("runs/1/metrics.json", b"{}", content_type="application/json")
+
+    assert store.stat(info.key) == replace(info, created=False)
+    assert store.stat(named.key).content_type == "application/json"
+    assert json.loads((tmp_path / ".meta" / "contract" / info.key).read_text())["content_type"] == "image/jpeg"
+    again = store.put_content(b"a thumbnail", prefix="thumbnails", content_type="image/jpeg", suffix=".jpg")
+    assert again.created is False
+
+
+def test_local_store_writes_again_an_object_a_power_cut_left_short(tmp_path: Path) -> None:
+    # Without an fsync per put, a power cut can leave a just-written file empty; its record still says its size.
+    store = LocalObjectStore(tmp_path, "contract")
+    store.ensure_bucket()
+    info = store.put_content(b"a whole thumbnail", prefix="thumbnails", content_type="image/jpeg", suffix=".jpg")
+    path = tmp_path / "contract" / info.key
+    os.truncate(path, 0)
+
+    assert store.stat(info.key).sha256 == "", "a short object is not reported as the bytes its put recorded"
+    again = store.put_content(b"a whole thumbnail", prefix="thumbnails", content_type="image/jpeg", suffix=".jpg")
+
+    assert again == info
+    assert store.get(info.key) == b"a whole thumbnail"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tubelens.embedding.index import SimilarityIndex
+from tubelens.embedding.index import Match, SimilarityIndex
 from tubelens.errors import InvalidInput, NotFound
 from tubelens.images import NearDuplicatePolicy
 from tubelens.images import hamming_distance as hamming
@@ -347,6 +347,198 @@ def test_a_shard_of_another_dimension_is_refused(store: LocalObjectStore) -> Non
     small.save_shard(store, "shards")
     with pytest.raises(InvalidInput, match=r"expected \(1, 64\)"):
         SimilarityIndex.load_shards(store, "shards", DIM)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------------
+
+CHECKPOINTED = {"exact_below": 200, "expansion_search": 500, "build_threads": SINGLE_THREADED_BUILD}
+
+
+def answers(index: SimilarityIndex, queries: np.ndarray) -> list[list[Match]]:
+    return [index.query(query, 10) for query in queries]
+
+
+def never_built(index: SimilarityIndex, *args: object) -> None:
+    raise AssertionError("the graph was built again instead of coming from the checkpoint")
+
+
+def test_a_checkpoint_restores_the_graph_without_building_it(
+    store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(12)
+    rows = unit_rows(rng, 600)
+    index = filled(rows, **CHECKPOINTED)
+    index.upsert("video-000001", rows[1], phash=0xABC)
+    index.remove("video-000002")
+    manifest = index.save_checkpoint(store, "shards")
+    queries = unit_rows(rng, 20)
+    monkeypatch.setattr(SimilarityIndex, "_build_graph", never_built)
+
+    loaded = SimilarityIndex.load_shards(store, "shards", DIM, cache_dir=tmp_path / "cache", **CHECKPOINTED)
+
+    assert manifest is not None and manifest.startswith("shards/checkpoints/") and manifest.endswith(".json")
+    assert not loaded.exact and len(loaded) == 599 and "video-000002" not in loaded, "the removal is kept too"
+    assert answers(loaded, queries) == answers(index, queries)
+    assert loaded.phash("video-000001") == 0xABC
+    np.testing.assert_array_equal(loaded.vector("video-000599"), index.vector("video-000599"))
+    assert loaded.save_shard(store, "shards") is None, "nothing new since the checkpoint"
+
+
+def test_an_index_below_its_threshold_has_no_graph_to_checkpoint(store: LocalObjectStore) -> None:
+    index = filled(unit_rows(np.random.default_rng(13), 50))
+    assert index.save_checkpoint(store, "shards") is None
+    assert list(store.list("shards/checkpoints/")) == []
+    assert len(SimilarityIndex.load_shards(store, "shards", DIM)) == 50, "the shard was written all the same"
+
+
+def test_shards_written_after_a_checkpoint_are_replayed_on_top_of_it(
+    store: LocalObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(14)
+    rows, later = unit_rows(rng, 400), unit_rows(rng, 30)
+    index = filled(rows, **CHECKPOINTED)
+    index.save_checkpoint(store, "shards")
+    index.upsert_many(ids_for(30, start=390), later)  # ten replaced, twenty new
+    index.save_shard(store, "shards")
+    monkeypatch.setattr(SimilarityIndex, "_build_graph", never_built)
+
+    loaded = SimilarityIndex.load_shards(store, "shards", DIM, cache_dir=tmp_path / "cache", **CHECKPOINTED)
+
+    assert len(loaded) == 420
+    for video_id, row in zip(ids_for(30, start=390), later, strict=True):
+        np.testing.assert_allclose(loaded.vector(video_id), index.vector(video_id), rtol=1e-6)
+        assert loaded.query(row, 1)[0].video_id == video_id, "the replayed vectors are in the graph"
+    assert loaded.query(rows[395], 1)[0].video_id != "video-000395", "its old vector is gone from the graph"
+
+
+def test_a_loaded_index_takes_upserts_and_removals_into_its_graph(store: LocalObjectStore, tmp_path: Path) -> None:
+    rng = np.random.default_rng(15)
+    rows = unit_rows(rng, 400)
+    filled(rows, **CHECKPOINTED).save_checkpoint(store, "shards")
+    loaded = SimilarityIndex.load_shards(store, "shards", DIM, cache_dir=tmp_path / "cache", **CHECKPOINTED)
+    newcomers = unit_rows(rng, 5)
+
+    loaded.upsert_many(ids_for(5, start=1000), newcomers)
+    loaded.remove("video-000007")
+
+    assert not loaded.exact and len(loaded) == 404
+    for video_id, row in zip(ids_for(5, start=1000), newcomers, strict=True):
+        assert loaded.query(row, 1)[0].video_id == video_id
+    assert "video-000007" not in [match.video_id for match in loaded.query(rows[7], 5)]
+    assert loaded.query(rows[8], 1)[0].video_id == "video-000008"
+
+
+def test_save_shard_checkpoints_every_so_many_changes(store: LocalObjectStore) -> None:
+    rng = np.random.default_rng(16)
+    rows = unit_rows(rng, 500)
+    index = SimilarityIndex(DIM, checkpoint_every=300, **CHECKPOINTED)
+
+    index.upsert_many(ids_for(250), rows[:250])
+    index.save_shard(store, "shards")
+    assert list(store.list("shards/checkpoints/")) == [], "250 changes are not yet 300"
+    index.upsert_many(ids_for(250, start=250), rows[250:])
+    index.save_shard(store, "shards")
+    first = [info.key for info in store.list("shards/checkpoints/") if info.key.endswith(".json")]
+    index.upsert_many(ids_for(250), rows[:250])  # redelivered: no change, no checkpoint
+    index.save_shard(store, "shards")
+
+    assert len(first) == 1
+    assert [info.key for info in store.list("shards/checkpoints/") if info.key.endswith(".json")] == first
+
+
+def test_a_checkpoint_that_cannot_be_saved_does_not_fail_the_shard(
+    store: LocalObjectStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(21)
+    index = SimilarityIndex(DIM, checkpoint_every=100, **CHECKPOINTED)
+    index.upsert_many(ids_for(300), unit_rows(rng, 300))
+    real_put = store.put
+
+    def full_disk(key: str, *args: object, **kwargs: object) -> object:
+        if "/checkpoints/" in key:
+            raise OSError(28, "No space left on device")
+        return real_put(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "put", full_disk)
+    assert index.save_shard(store, "shards") is not None
+    assert "No space left" in caplog.records[-1].error
+    monkeypatch.setattr(store, "put", real_put)
+    index.upsert("one-more", unit_rows(rng, 1)[0])
+    index.save_shard(store, "shards")
+
+    assert len([info for info in store.list("shards/checkpoints/") if info.key.endswith(".json")]) == 1
+    assert len(list(store.list("shards/checkpoints/"))) == 4, "nothing left of the checkpoint that failed"
+    assert len(SimilarityIndex.load_shards(store, "shards", DIM, **CHECKPOINTED)) == 301
+
+
+def test_only_the_two_newest_checkpoints_are_kept(store: LocalObjectStore, tmp_path: Path) -> None:
+    rng = np.random.default_rng(17)
+    index = filled(unit_rows(rng, 300), cache_dir=tmp_path / "cache", **CHECKPOINTED)
+    manifests = []
+    for number in range(3):
+        index.upsert(f"extra-{number}", unit_rows(rng, 1)[0])
+        manifests.append(index.save_checkpoint(store, "shards"))
+
+    kept = sorted(info.key for info in store.list("shards/checkpoints/"))
+
+    assert [key for key in kept if key.endswith(".json")] == manifests[1:]
+    assert len(kept) == 2 * 4, "a manifest and three files each"
+    assert len(list((tmp_path / "cache").iterdir())) == 3, "the cache holds the newest checkpoint's files"
+
+
+def damage(store: LocalObjectStore, key: str) -> None:
+    data = bytearray(store.get(key))
+    data[len(data) // 2] ^= 0xFF
+    store.put(key, bytes(data), content_type="application/octet-stream")
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_then_to_the_shards(
+    store: LocalObjectStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(18)
+    rows = unit_rows(rng, 400)
+    index = filled(rows, **CHECKPOINTED)
+    older = index.save_checkpoint(store, "shards")
+    index.upsert("late", unit_rows(rng, 1)[0])
+    newer = index.save_checkpoint(store, "shards")
+    assert older and newer
+    damage(store, newer.replace(".json", "/graph.usearch"))
+    queries = unit_rows(rng, 10)
+
+    from_older = SimilarityIndex.load_shards(store, "shards", DIM, cache_dir=tmp_path / "a", **CHECKPOINTED)
+    damage(store, older.replace(".json", "/vectors.npy"))
+    from_shards = SimilarityIndex.load_shards(store, "shards", DIM, cache_dir=tmp_path / "b", **CHECKPOINTED)
+
+    for loaded in (from_older, from_shards):
+        assert len(loaded) == 401 and "late" in loaded, "the shard written after the older checkpoint is replayed"
+        for found, expected in zip(answers(loaded, queries), answers(index, queries), strict=True):
+            assert [match.video_id for match in found] == [match.video_id for match in expected]
+            assert [match.score for match in found] == pytest.approx([match.score for match in expected], abs=1e-6)
+    unusable = [record for record in caplog.records if record.getMessage() == "index checkpoint unusable"]
+    assert [record.checkpoint for record in unusable] == [newer, newer, older]
+    assert all("sha256" in record.error for record in unusable)
+
+
+def test_a_damaged_file_in_the_local_cache_is_fetched_again(store: LocalObjectStore, tmp_path: Path) -> None:
+    rng = np.random.default_rng(19)
+    rows = unit_rows(rng, 300)
+    cache = tmp_path / "cache"
+    filled(rows, cache_dir=cache, **CHECKPOINTED).save_checkpoint(store, "shards")
+    (graph_file,) = cache.glob("*-graph.usearch")
+    graph_file.write_bytes(b"not a graph")
+
+    loaded = SimilarityIndex.load_shards(store, "shards", DIM, cache_dir=cache, **CHECKPOINTED)
+
+    assert not loaded.exact and loaded.query(rows[3], 1)[0].video_id == "video-000003"
+    assert graph_file.read_bytes() != b"not a graph"
+
+
+def test_a_checkpoint_of_another_dimension_is_not_used(store: LocalObjectStore, caplog: pytest.LogCaptureFixture):
+    other = filled(unit_rows(np.random.default_rng(20), 300, dim=8), **CHECKPOINTED)
+    other.save_checkpoint(store, "shards")
+    with pytest.raises(InvalidInput, match=r"expected \(300, 64\)"):
+        SimilarityIndex.load_shards(store, "shards", DIM)
+    assert "dimension 8, not 64" in caplog.records[0].error
 
 
 # --- refusals -------------------------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ Services get a store from `open_store(settings)` and never learn which backend i
 from __future__ import annotations
 
 from tubelens.errors import ConfigError
-from tubelens.objects.base import ObjectInfo, ObjectStore, content_key, validate_key, validate_prefix
+from tubelens.objects.base import Content, ObjectInfo, ObjectStore, content_key, validate_key, validate_prefix
 from tubelens.objects.local import LocalObjectStore
 from tubelens.objects.s3 import S3ObjectStore
 from tubelens.settings import ObjectsKind, TubelensSettings
 
 __all__ = [
+    "Content",
     "LocalObjectStore",
     "ObjectInfo",
     "ObjectStore",

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +67,16 @@ class Payload:
 
     def open(self) -> BinaryIO:
         return io.BytesIO(self.data or b"") if self.path is None else self.path.open("rb")
+
+
+@dataclass(frozen=True)
+class Content:
+    """The arguments of one `put_content`, for `put_contents`."""
+
+    data: bytes
+    prefix: str
+    content_type: str
+    suffix: str = ""
 
 
 def key_problem(key: str) -> str | None:
@@ -189,6 +199,26 @@ class ObjectStore(ABC):
         with payload_of(data, self.spool_dir) as payload:
             key = content_key(prefix, payload.sha256, suffix)
             return self._store(key, payload, content_type or DEFAULT_CONTENT_TYPE, only_if_absent=True)
+
+    def put_contents(self, contents: Sequence[Content]) -> list[ObjectInfo]:
+        """`put_content` of each, results in the same order. Here one after the other; a backend that waits on the
+        network for each puts them concurrently. Every put is attempted; a failure is raised once all are done, and
+        the objects that were stored stay (they are content-addressed, so a retry finds them)."""
+        infos: list[ObjectInfo] = []
+        failure: BaseException | None = None
+        for content in contents:
+            try:
+                infos.append(self._put_one(content))
+            except Exception as error:  # noqa: BLE001 - raised below, once the others had their turn
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return infos
+
+    def _put_one(self, content: Content) -> ObjectInfo:
+        return self.put_content(
+            content.data, prefix=content.prefix, content_type=content.content_type, suffix=content.suffix
+        )
 
     def put(
         self, key: str, data: bytes | BinaryIO, *, content_type: str, length: int | None = None

@@ -7,7 +7,9 @@ ETag is not a content hash for multipart uploads.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -17,6 +19,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from tubelens.errors import NotFound, TubelensError, Unavailable
 from tubelens.objects.base import (
+    Content,
     ObjectInfo,
     ObjectStore,
     Payload,
@@ -35,6 +38,9 @@ CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 120.0
 # Threads of the calling service plus minio's parallel part uploads share the pool.
 POOL_SIZE = 16
+# put_contents uploads this many at once: a thumbnail's variants, a video's frames. Half the connection pool, so the
+# service's own threads still find connections.
+CONCURRENT_PUTS = 8
 SHA256_HEADER = "x-amz-meta-sha256"
 
 
@@ -59,6 +65,8 @@ class S3ObjectStore(ObjectStore):
             http_client=http_client(),
         )
         self._where = f"{'https' if settings.secure else 'http'}://{settings.endpoint}"
+        self._uploads: ThreadPoolExecutor | None = None  # started by the first put_contents
+        self._uploads_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"S3ObjectStore({self._where}/{self.bucket})"
@@ -94,6 +102,21 @@ class S3ObjectStore(ObjectStore):
                 num_parallel_uploads=1,
             )
         return ObjectInfo(self.bucket, key, payload.size, payload.sha256, content_type, created=True)
+
+    def put_contents(self, contents: Sequence[Content]) -> list[ObjectInfo]:
+        """Concurrently: each put is a round trip or two (a HEAD to find it stored, else a PUT), and waiting on them
+        one after the other is what a thumbnail's three objects would spend most of their time on."""
+        if len(contents) < 2:
+            return super().put_contents(contents)
+        futures = [self._upload_pool().submit(self._put_one, content) for content in contents]
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def _upload_pool(self) -> ThreadPoolExecutor:
+        with self._uploads_lock:
+            if self._uploads is None:
+                self._uploads = ThreadPoolExecutor(CONCURRENT_PUTS, thread_name_prefix="s3-put")
+            return self._uploads
 
     def open(self, key: str) -> BinaryIO:
         validate_key(key)

@@ -23,11 +23,17 @@ GRPC_SERVICE = "tubelens.v1.Embedder"
 
 
 def build_index(settings: EmbeddingSettings, backbone: Backbone, store) -> SimilarityIndex:
-    """Everything indexed so far comes back from the shards; events keep it current from there."""
+    """Everything indexed so far comes back from the newest checkpoint and the shards after it; events keep it
+    current from there."""
     index = SimilarityIndex.load_shards(
-        store, settings.shard_prefix, dim=backbone.dim, exact_below=settings.exact_below
+        store,
+        settings.shard_prefix,
+        dim=backbone.dim,
+        exact_below=settings.exact_below,
+        checkpoint_every=settings.checkpoint_every,
+        cache_dir=settings.index_cache_dir,
     )
-    log.info("index rebuilt from shards", extra={"vectors": len(index), "exact": index.exact})
+    log.info("index restored", extra={"vectors": len(index), "exact": index.exact})
     return index
 
 

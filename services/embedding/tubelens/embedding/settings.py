@@ -24,6 +24,12 @@ class EmbeddingSettings(BaseModel):
     max_images_per_request: int = Field(default=64, ge=1)
     exact_below: int = Field(default=20_000, ge=1, description="exact search below this many thumbnails")
     shard_prefix: str = "index/thumbnails"
+    checkpoint_every: int = Field(
+        default=10_000, ge=0, description="changed thumbnails between index checkpoints (graph + slots); 0 = never"
+    )
+    index_cache_dir: Path | None = Field(
+        default=None, description="where index checkpoints are kept to be mapped at start; default a temp directory"
+    )
 
 
 class EmbeddingServiceSettings(TubelensSettings):
