@@ -1,6 +1,7 @@
 """The Predictor gRPC API end to end over loopback: a real gRPC server and client, models trained by the trainer on a
 real snapshot and loaded from the registry (in-process runtime), the real backbone, and a real embedding service for
-FindSimilar. Every RPC is called, and every bad input gets its status code and a message naming the field."""
+FindSimilar. Every RPC is called, and every bad input gets its status code, a message and the standard rich details
+naming the field."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from tests.datasetkit import NOW, World, make_world
 from tubelens.bus.memory import MemoryBus
@@ -30,7 +33,7 @@ from tubelens.modelkit.registry import ModelRegistry, package_head
 from tubelens.objects.local import LocalObjectStore
 from tubelens.predictor.main import PredictorApp, backbone_embedder, build_app, embedding_similar
 from tubelens.predictor.settings import ApiSettings, PredictorSettings, RuntimeKind
-from tubelens.rpc import error_info
+from tubelens.rpc import error_details
 from tubelens.service import Runtime
 from tubelens.trainer.dataset import DatasetBuilder
 from tubelens.trainer.genre import GenreTrainConfig, genre_labels, load_genre_inputs, train_genre
@@ -43,6 +46,7 @@ MAX_IMAGE_BYTES = 150_000
 @dataclass
 class Served:
     stub: predictor_pb2_grpc.PredictorStub
+    stub_channel: grpc.Channel
     app: PredictorApp
     world: World
     registry: ModelRegistry
@@ -131,6 +135,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, backbone) -> Iterator[Serve
     try:
         yield Served(
             predictor_pb2_grpc.PredictorStub(channel),
+            channel,
             app,
             world,
             registry,
@@ -149,8 +154,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, backbone) -> Iterator[Serve
 def _status(call, request) -> tuple[grpc.StatusCode, str, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call(request)
-    info = error_info(caught.value)
-    return caught.value.code(), caught.value.details(), info.field if info else ""
+    return caught.value.code(), caught.value.details(), error_details(caught.value).field
 
 
 def _image(data: bytes) -> predictor_pb2.ImageInput:
@@ -252,10 +256,13 @@ def test_model_selection_unknown_versions_and_models_are_not_found(served: Serve
         )
     )
     assert named.model.version == production
-    for spec in (common_pb2.ModelSpec(name="popularity", version="v0"), common_pb2.ModelSpec(name="channel")):
+    for spec, field in (
+        (common_pb2.ModelSpec(name="popularity", version="v0"), "model.version"),
+        (common_pb2.ModelSpec(name="channel"), "model.name"),
+    ):
         request = predictor_pb2.PredictPopularityRequest(model=spec, thumbnail=_image(served.jpeg))
-        code, details, _ = _status(served.stub.PredictPopularity, request)
-        assert code == grpc.StatusCode.NOT_FOUND and details
+        code, details, got_field = _status(served.stub.PredictPopularity, request)
+        assert (code, got_field) == (grpc.StatusCode.NOT_FOUND, field) and details
 
 
 def test_a_publish_time_in_the_future_is_invalid(served: Served) -> None:
@@ -352,8 +359,11 @@ def test_similar_videos_come_from_the_embedding_service_with_titles(served: Serv
     assert len(answer.matches) == 4 and video.id not in {m.video_id for m in answer.matches}
     titles = {v.id: v.title for v in served.world.videos}
     assert all(m.title == titles[m.video_id] for m in answer.matches)
-    by_image = served.stub.FindSimilar(predictor_pb2.FindSimilarRequest(query=_image(served.jpeg), k=2))
-    assert len(by_image.matches) == 2
+    by_image = served.stub.FindSimilar(predictor_pb2.FindSimilarRequest(query=_image(served.jpeg), k=6))
+    assert len(by_image.matches) == 6
+    scores = [m.score for m in by_image.matches]
+    assert scores == sorted(scores, reverse=True), "best first by the score each match reports"
+    assert all(m.score <= m.cosine + 1e-9 for m in by_image.matches), "the score is the cosine less a hash penalty"
 
 
 # --- models --------------------------------------------------------------------------------------------------------
@@ -376,8 +386,74 @@ def test_model_metadata_describes_inputs_outputs_and_labels(served: Served) -> N
     )
     assert meta.platform == "in-process" and list(meta.labels) == list(BUCKET_NAMES)
     assert meta.inputs[0].name == "features" and meta.inputs[0].shape[1] > 1280
-    code, _, _ = _status(
+    assert list(meta.versions) == [served.registry.production("popularity").version]
+    code, _, field = _status(
         served.stub.GetModelMetadata,
         predictor_pb2.GetModelMetadataRequest(model=common_pb2.ModelSpec(name="popularity", version="nope")),
     )
-    assert code == grpc.StatusCode.NOT_FOUND
+    assert (code, field) == (grpc.StatusCode.NOT_FOUND, "model.version")
+    genre_spec = common_pb2.ModelSpec(name="genre")
+    genre = served.stub.GetModelMetadata(predictor_pb2.GetModelMetadataRequest(model=genre_spec))
+    assert [(t.name, t.shape[1]) for t in genre.inputs] == [("frames", 1280), ("audio", 64)]
+
+
+def test_model_metadata_of_an_unknown_name_says_it_is_unknown(served: Served) -> None:
+    request = predictor_pb2.GetModelMetadataRequest(model=common_pb2.ModelSpec(name="popularty"))
+    code, details, field = _status(served.stub.GetModelMetadata, request)
+    assert (code, field) == (grpc.StatusCode.NOT_FOUND, "model.name")
+    assert "unknown" in details and "promoted" not in details and "popularity" in details
+
+
+# --- readiness -----------------------------------------------------------------------------------------------------
+
+
+def test_the_server_is_live_and_ready_once_every_model_is_warm(served: Served) -> None:
+    assert served.stub.ServerLive(predictor_pb2.ServerLiveRequest()).live
+    ready = served.stub.ServerReady(predictor_pb2.ServerReadyRequest())
+    assert ready.ready
+    assert {(m.name, m.version, m.ready) for m in ready.models} == {
+        (task, served.registry.production(task).version, True) for task in ("popularity", "channel", "genre")
+    }
+    health = health_pb2_grpc.HealthStub(served.stub_channel)
+    for service in ("", "tubelens.v1.Predictor", "liveness"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_model_ready_names_the_version_it_answers_for(served: Served) -> None:
+    production = served.registry.production("channel").version
+    default = served.stub.ModelReady(predictor_pb2.ModelReadyRequest(model=common_pb2.ModelSpec(name="channel")))
+    assert (default.ready, default.model.name, default.model.version) == (True, "channel", production)
+    absent = served.stub.ModelReady(
+        predictor_pb2.ModelReadyRequest(model=common_pb2.ModelSpec(name="channel", version="v0"))
+    )
+    assert (absent.ready, absent.model.version) == (False, "v0") and "not loaded" in absent.detail
+    code, _, field = _status(
+        served.stub.ModelReady, predictor_pb2.ModelReadyRequest(model=common_pb2.ModelSpec(name="nope"))
+    )
+    assert (code, field) == (grpc.StatusCode.NOT_FOUND, "model.name")
+    code, _, field = _status(served.stub.ModelReady, predictor_pb2.ModelReadyRequest())
+    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "model.name")
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+
+def _requests(rpc: str, task: str, version: str, code: str) -> float:
+    labels = {"rpc": rpc, "task": task, "version": version, "code": code}
+    return REGISTRY.get_sample_value("tubelens_predictor_requests_total", labels) or 0.0
+
+
+def test_requests_are_counted_by_code_refused_ones_too(served: Served) -> None:
+    production = served.registry.production("popularity").version
+    before = (
+        _requests("PredictPopularity", "popularity", production, "OK"),
+        _requests("PredictPopularity", "popularity", "none", "INVALID_ARGUMENT"),
+    )
+    served.stub.PredictPopularity(predictor_pb2.PredictPopularityRequest(thumbnail=_image(served.jpeg)))
+    _status(served.stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(thumbnail=_image(b"junk")))
+    after = (
+        _requests("PredictPopularity", "popularity", production, "OK"),
+        _requests("PredictPopularity", "popularity", "none", "INVALID_ARGUMENT"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1]
