@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -240,6 +241,19 @@ def test_a_bad_thumbnail_is_refused_with_its_field_and_reason(served: Served, th
     got_code, details, got_field = _status(served.stub.PredictPopularity, request)
     assert (got_code, got_field) == (code, field)
     assert words in details
+
+
+def test_errors_echo_neither_the_bytes_sent_nor_how_a_fetch_failed(served: Served) -> None:
+    secret = _image(b"SECRET-TOKEN-0123456789 and no picture")
+    code, details, _ = _status(served.stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(thumbnail=secret))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "SECRET" not in details
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = predictor_pb2.ImageInput(image_url=f"http://127.0.0.1:{port}/x.jpg")
+    code, details, field = _status(served.stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(thumbnail=url))
+    assert (code, field) == (grpc.StatusCode.UNAVAILABLE, "thumbnail.image_url")
+    assert "refused" not in details.lower() and "Error" not in details, "a closed port reads like a slow one"
 
 
 def test_a_truncated_jpeg_is_invalid(served: Served) -> None:
