@@ -120,6 +120,20 @@ def read_state(state_dir: Path) -> StackState | None:
     return StackState(state_dir, servers, env)
 
 
+def process_record(name: str, pid: int, ports: dict[str, int], log_path: Path) -> ServerRecord:
+    """A record of any process started in its own process group (`tubelens dev up` records its services so)."""
+    return ServerRecord(name, pid, dict(ports), _cmdline(pid) or [], str(log_path))
+
+
+def stop_recorded(record: ServerRecord) -> bool:
+    """Stop a recorded process's group by PID (never a PID now running something else); True if it still ran."""
+    return _stop(record)
+
+
+def recorded_alive(record: ServerRecord) -> bool:
+    return not _pid_reused(record) and pid_alive(record.pid)
+
+
 def _want_torchserve(requested: bool | None) -> bool:
     if requested is None:
         return torchserve_installed()
