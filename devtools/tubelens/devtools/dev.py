@@ -162,7 +162,9 @@ def describe(state: DevState, console: Console) -> None:
         table.add_row(record.name, str(record.pid), _ports(record.ports), record.log_path)
     console.print(table)
     predictor = state.addresses["predictor"]
-    console.print(f"env file: {state.env_file}   (set -a; . {state.env_file}; set +a)")
+    console.print(f"the services' settings, also in {state.env_file} (set -a; . {state.env_file}; set +a):")
+    for line in state.env_file.read_text().splitlines():
+        console.print(f"  {line}")
     console.print(f"the predictor answers NOT_SERVING until its models are trained, loaded and warm: {predictor}")
     health = '{"service": "tubelens.v1.Predictor"}'
     console.print(f"  grpcurl -plaintext -d '{health}' {predictor} grpc.health.v1.Health/Check")

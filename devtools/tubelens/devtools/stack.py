@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -121,8 +122,16 @@ def read_state(state_dir: Path) -> StackState | None:
 
 
 def process_record(name: str, pid: int, ports: dict[str, int], log_path: Path) -> ServerRecord:
-    """A record of any process started in its own process group (`tubelens dev up` records its services so)."""
-    return ServerRecord(name, pid, dict(ports), _cmdline(pid) or [], str(log_path))
+    """A record of any process started in its own process group (`tubelens dev up` records its services so).
+
+    A child caught right after it was spawned may still show an empty command line; the record waits for the real
+    one (a second at most), since a record whose command line never matches would never be stopped."""
+    deadline = time.monotonic() + 1.0
+    cmdline = _cmdline(pid)
+    while not cmdline and pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        cmdline = _cmdline(pid)
+    return ServerRecord(name, pid, dict(ports), cmdline or [], str(log_path))
 
 
 def stop_recorded(record: ServerRecord) -> bool:
