@@ -67,10 +67,13 @@ class Readiness:
         self._last: bool | None = None
 
     def warm_defaults(self) -> None:
-        """Warm every task's default version that is not warm yet; then report readiness."""
-        for state in self.states():
-            if state.version and not state.ready:
-                self.warm(state.task, state.version)
+        """Warm every task's default version that is not warm yet (a swapped-in one too, though its task stays
+        ready meanwhile); then report readiness."""
+        for status in self.core.manager.status():
+            with self._lock:
+                cold = status.version is not None and (status.task, status.version) not in self._warm
+            if cold:
+                self.warm(status.task, status.version)
         self._report()
 
     def warm(self, task: str, version: str) -> None:
@@ -108,19 +111,21 @@ class Readiness:
         return states
 
     def model(self, task: str, version: str | None) -> ModelState:
-        """One task's version (its default when None); NotFound for a task this predictor does not serve."""
+        """One task's version (its default when None), warm or not; NotFound for a task this predictor does not
+        serve. Unlike the task's state in `states()`, a just-swapped-in default is not ready until it is warm."""
         self.core.check_known(task)
         default = next(state for state in self.states() if state.task == task)
-        if not default.version and version is None:
-            return default
         version = version or default.version
-        loaded = {served.version for served in self.core.manager.models(task)}
-        if version not in loaded:
+        if not version:
+            return default
+        if version not in {served.version for served in self.core.manager.models(task)}:
             return ModelState(task, version, False, f"version {version!r} is not loaded")
         with self._lock:
-            ready = (task, version) in self._warm
-        why = "warming up" if version == default.version else "loaded beside the default, not warmed"
-        return ModelState(task, version, ready, "" if ready else why)
+            ready, failed = (task, version) in self._warm, self._failed.get((task, version))
+        if ready:
+            return ModelState(task, version, True)
+        why = failed or ("warming up" if version == default.version else "loaded beside the default, not warmed")
+        return ModelState(task, version, False, why)
 
     @property
     def ready(self) -> bool:
