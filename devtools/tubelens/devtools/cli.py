@@ -216,8 +216,11 @@ def _fake_youtube(args: argparse.Namespace) -> int:
         for key, value in env.items():
             console.print(f"export {key}={shlex.quote(value)}")
         if args.env_file is not None:
+            # Atomically, once serving: whoever waits for the file (`dev up`) may read it as soon as it exists.
             args.env_file.parent.mkdir(parents=True, exist_ok=True)
-            args.env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+            partial = args.env_file.with_name(args.env_file.name + ".partial")
+            partial.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+            partial.replace(args.env_file)
             console.print(f"written to {args.env_file}")
         console.print("Ctrl-C stops it")
         stopped.wait()

@@ -32,6 +32,7 @@ from rich.table import Table
 from tubelens import events
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
+from tubelens.client import PredictorClient
 from tubelens.devtools import stack
 from tubelens.devtools.demo_serving import client_example, sample_call
 from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
@@ -213,11 +214,15 @@ def _pipeline(services: Services, env: dict[str, str], progress: Progress, start
         progress.update(train, completed=1)
         serve = progress.add_task("predictor over TorchServe (process)", total=1)
         # FindSimilar goes to the embedding service, wherever it listens.
-        services.env["TUBELENS_PREDICTOR__API__EMBEDDING_ADDRESS"] = _wait_listening(
+        services.env["TUBELENS_PREDICTOR__API__EMBEDDING_ADDRESS"] = wait_listening(
             services, "embedding", "embedder listening"
         )
-        services.start("predictor", "predictor", "run")
-        address = _wait_listening(services, "predictor", "predictor listening")
+        # The predictor serves the tasks the trainer promoted, and is asked once they are loaded and warm.
+        promoted = [line["task"] for line in services.logged("trainer", "model trained") if line["promoted"]]
+        services.start("predictor", "predictor", "run", env={"TUBELENS_PREDICTOR__TASKS": json.dumps(promoted)})
+        address = wait_listening(services, "predictor", "predictor listening")
+        with PredictorClient(address) as client:
+            client.wait_until_ready(timeout_s=STAGE_TIMEOUT_S)
         progress.update(serve, completed=1)
     finally:
         observer.stop()
@@ -246,7 +251,8 @@ def _wait_drained(services: Services, counts: Counts, progress: Progress) -> Non
     progress.update(task, total=len(counts.discovered), completed=counts.accounted())
 
 
-def _wait_listening(services: Services, name: str, message: str) -> str:
+def wait_listening(services: Services, name: str, message: str) -> str:
+    """The loopback address a service logged `message` with (its "port"), once it has."""
     deadline = time.monotonic() + STAGE_TIMEOUT_S
     while time.monotonic() < deadline:
         services.check_alive()

@@ -5,9 +5,9 @@
   2. the YouTube stand-in as a process of its own (`tubelens fake-youtube`, with the catalogue and fault options
      given), which writes the settings that point the pipeline at it (`FakeYouTube.env`) to `youtube.env`;
   3. the five services as `tubelens <service> run` processes (the crawler and the trainer long-running, the
-     trainer with `--serve`), each in a process group of its own so they outlive this command, each with a
-     metrics port of its own, the embedding and predictor gRPC ports picked up front and the predictor pointed at
-     the embedding service;
+     trainer with `--serve`), each in a process group of its own so they outlive this command; each binds free
+     ports itself (port 0: no race with another program for a port picked in advance) and logs them, the
+     predictor starts once the embedding service has said where it listens, and is pointed at it;
   4. `dev.env`: every TUBELENS_* setting the services got and the addresses to reach them, and `dev.json`: what
      runs, for `down` and `status`.
 `down` stops what `dev.json` records, by PID (never a PID that now runs something else): the services, the stand-in,
@@ -24,13 +24,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
 
 from tubelens.devtools import stack
 from tubelens.devtools.demo_stack import Services, service_env
-from tubelens.devtools.servers import LOOPBACK, free_port, http_ok
+from tubelens.devtools.servers import LOOPBACK
 from tubelens.devtools.stack import ServerRecord
 from tubelens.errors import ConfigError, Conflict, Unavailable
 
@@ -38,14 +39,16 @@ STATE_FILE = "dev.json"
 ENV_FILE = "dev.env"
 YOUTUBE_ENV = "youtube.env"
 START_TIMEOUT_S = 120.0
-# (name, `tubelens` arguments), in start order: consumers first, so that no early event waits on a group join.
+# (name, `tubelens` arguments, what it logs once its gRPC server listens), in start order: consumers first, so that
+# no early event waits on a group join; the predictor after the embedding service, whose address it needs.
 SERVICES = (
-    ("embedding", ("embedding", "run")),
-    ("preprocessor", ("preprocessor", "run")),
-    ("trainer", ("trainer", "run", "--serve")),
-    ("predictor", ("predictor", "run")),
-    ("crawler", ("crawler", "run")),
+    ("embedding", ("embedding", "run"), "embedder listening"),
+    ("preprocessor", ("preprocessor", "run"), ""),
+    ("trainer", ("trainer", "run", "--serve"), ""),
+    ("predictor", ("predictor", "run"), "predictor listening"),
+    ("crawler", ("crawler", "run"), ""),
 )
+METRICS_LISTENING = "metrics listening"
 # The `tubelens fake-youtube` options `dev up` passes through, as argparse names them.
 YOUTUBE_OPTIONS = (
     "seed", "channels", "videos_per_channel", "channels_per_genre", "quota", "bad_inputs", "server_errors",
@@ -90,17 +93,19 @@ def up(
         say("starting the YouTube stand-in")
         youtube, youtube_env = _start_youtube(state_dir, youtube_args)
         started.append(youtube)
-        ports = {name: free_port() for name, _ in SERVICES}
-        grpc = {"embedding": free_port(), "predictor": free_port()}
-        env = _shared_env(state_dir, stack_state.env, youtube_env, grpc, new_labels)
+        env = _shared_env(state_dir, stack_state.env, youtube_env, new_labels)
         services = Services(env, state_dir / "logs", detached=True)
-        for name, args in SERVICES:
+        for name, args, grpc_listening in SERVICES:
             say(f"starting {name}")
-            process = services.start(name, *args, env={"TUBELENS_METRICS_PORT": str(ports[name])})
-            ports_of = {"metrics": ports[name], **({"grpc": grpc[name]} if name in grpc else {})}
-            started.append(stack.process_record(name, process.pid, ports_of, state_dir / "logs" / f"{name}.log"))
-        _wait_listening(services, started)
+            process = services.start(name, *args)
+            ports = {"metrics": _logged_port(services, name, METRICS_LISTENING)}
+            if grpc_listening:
+                ports["grpc"] = _logged_port(services, name, grpc_listening)
+            if name == "embedding":
+                services.env["TUBELENS_PREDICTOR__API__EMBEDDING_ADDRESS"] = f"{LOOPBACK}:{ports['grpc']}"
+            started.append(stack.process_record(name, process.pid, ports, state_dir / "logs" / f"{name}.log"))
         addresses = _addresses(started, youtube_env)
+        env = services.env
         state = DevState(state_dir, started, env, addresses)
         _write_state(state)
         return state
@@ -188,54 +193,45 @@ def _refuse_if_running(state_dir: Path) -> None:
 
 
 def _start_youtube(state_dir: Path, youtube_args: list[str]) -> tuple[ServerRecord, dict[str, str]]:
+    """The stand-in on a port it picks itself; its env file (written once it serves) says where."""
     env_file = state_dir / YOUTUBE_ENV
     env_file.unlink(missing_ok=True)
-    port = free_port()
     services = Services(dict(os.environ), state_dir / "logs", detached=True)
-    argv = ["fake-youtube", f"--port={port}", f"--env-file={env_file}", *youtube_args]
-    process = services.start("fake-youtube", *argv)
-    record = stack.process_record("fake-youtube", process.pid, {"http": port}, state_dir / "logs" / "fake-youtube.log")
+    process = services.start("fake-youtube", "fake-youtube", "--port=0", f"--env-file={env_file}", *youtube_args)
+    log_path = state_dir / "logs" / "fake-youtube.log"
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not (env_file.is_file() and http_ok(f"http://{LOOPBACK}:{port}/_fake/stats")):
+    while not env_file.is_file():
         if process.poll() is not None or time.monotonic() > deadline:
-            stack.stop_recorded(record)
+            stack.stop_recorded(stack.process_record("fake-youtube", process.pid, {}, log_path))
             raise Unavailable(f"the YouTube stand-in did not start:\n{services.tail('fake-youtube')}")
         time.sleep(0.1)
-    return record, _read_env(env_file)
+    env = _read_env(env_file)
+    port = urlsplit(env["TUBELENS_CRAWLER__API_BASE"]).port or 0
+    return stack.process_record("fake-youtube", process.pid, {"http": port}, log_path), env
 
 
 def _shared_env(
-    state_dir: Path,
-    stack_env: dict[str, str],
-    youtube_env: dict[str, str],
-    grpc: dict[str, int],
-    new_labels: int | None,
+    state_dir: Path, stack_env: dict[str, str], youtube_env: dict[str, str], new_labels: int | None
 ) -> dict[str, str]:
-    env = service_env(stack_env, youtube_env, state_dir)
-    env |= {
-        "TUBELENS_EMBEDDING__GRPC_PORT": str(grpc["embedding"]),
-        "TUBELENS_PREDICTOR__API__GRPC_PORT": str(grpc["predictor"]),
-        "TUBELENS_PREDICTOR__API__EMBEDDING_ADDRESS": f"{LOOPBACK}:{grpc['embedding']}",
-        # A dev trainer runs as soon as its threshold is met, and again every five minutes' worth of new labels.
-        "TUBELENS_TRAINER__MIN_INTERVAL_S": "300",
-    }
+    env = service_env(stack_env, youtube_env, state_dir)  # every port 0: each service binds a free one itself
+    # A dev trainer runs as soon as its threshold is met, and again at most every five minutes.
+    env["TUBELENS_TRAINER__MIN_INTERVAL_S"] = "300"
     if new_labels is not None:
         env["TUBELENS_TRAINER__NEW_LABELS"] = str(new_labels)
     return env
 
 
-def _wait_listening(services: Services, records: list[ServerRecord]) -> None:
-    """Every service's metrics port answers (the gRPC servers start right after theirs); a crash fails at once."""
+def _logged_port(services: Services, name: str, message: str) -> int:
+    """The port a service logged `message` with; a service that exits or stays silent fails `up` at once."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    for record in records:
-        if record.name == "fake-youtube":
-            continue
-        while not http_ok(f"http://{LOOPBACK}:{record.ports['metrics']}/metrics"):
-            services.check_alive()
-            if time.monotonic() > deadline:
-                tail = services.tail(record.name)
-                raise Unavailable(f"{record.name} did not start within {START_TIMEOUT_S:.0f}s:\n{tail}")
-            time.sleep(0.2)
+    while True:
+        found = services.logged(name, message)
+        if found:
+            return int(found[-1]["port"])
+        services.check_alive()
+        if time.monotonic() > deadline:
+            raise Unavailable(f"{name} did not start within {START_TIMEOUT_S:.0f}s:\n{services.tail(name)}")
+        time.sleep(0.1)
 
 
 def _addresses(records: list[ServerRecord], youtube_env: dict[str, str]) -> dict[str, str]:
