@@ -3,7 +3,9 @@
 On a terminal `StageProgress` is rich's live progress display. Anywhere else (a pipe, a file, a CI log, a pod's
 stdout) rich draws nothing until the end, so a long stage looks like a hang: there it writes plain lines instead,
 one when a stage starts, one every `heartbeat_s` while it moves, and one when it ends, each with its counts, its
-rate and the time spent. With a `logger` the lines are log records (JSON in a service); without, console lines.
+rate and the time spent. A finished stage's line waits for the next stage to start (or the progress to stop), so
+that it carries the stage's last word (a summary set as its description once it is done). With a `logger` the
+lines are log records (JSON in a service); without, console lines.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ class StageProgress(Progress):
         self._began: dict[TaskID, float] = {}
         self._last_line: dict[TaskID, float] = {}
         self._ended: set[TaskID] = set()
+        self._finished_at: dict[TaskID, float] = {}  # when each stage reached its total: its time and rate end there
 
     def add_task(self, description: str, *args: Any, **kwargs: Any) -> TaskID:
+        self._end_finished()
         task_id = super().add_task(description, *args, **kwargs)
         if self.lines:
             self._began[task_id] = self._last_line[task_id] = time.monotonic()
@@ -57,17 +61,25 @@ class StageProgress(Progress):
     def stop(self) -> None:
         super().stop()
         if self.lines:
+            self._end_finished()
             for task_id in self._began:
                 if task_id not in self._ended:
                     self._end(task_id, "stopped at")
+
+    def _end_finished(self) -> None:
+        for task_id in self._began:
+            task = self._tasks[task_id]
+            if task_id not in self._ended and task.total is not None and task.completed >= task.total:
+                self._end(task_id, "done:")
 
     def _maybe_write(self, task_id: TaskID) -> None:
         if not self.lines or task_id in self._ended or task_id not in self._began:
             return
         task = self._tasks[task_id]
         if task.total is not None and task.completed >= task.total:
-            self._end(task_id, "done:")
-        elif time.monotonic() - self._last_line[task_id] >= self.heartbeat_s:
+            self._finished_at.setdefault(task_id, time.monotonic())
+            return  # its end line waits for the next stage or the stop, with its final description
+        if time.monotonic() - self._last_line[task_id] >= self.heartbeat_s:
             self._last_line[task_id] = time.monotonic()
             self._write(f"{task.description}: {self._counts(task_id)}", task_id)
 
@@ -77,7 +89,7 @@ class StageProgress(Progress):
 
     def _counts(self, task_id: TaskID) -> str:
         task = self._tasks[task_id]
-        seconds = time.monotonic() - self._began[task_id]
+        seconds = self._finished_at.get(task_id, time.monotonic()) - self._began[task_id]
         done = f"{task.completed:g}" + (f"/{task.total:g}" if task.total is not None else "")
         rate = f", {task.completed / seconds:.1f}/s" if seconds > 0 and task.completed else ""
         return f"{done} in {seconds:.1f}s{rate}"
