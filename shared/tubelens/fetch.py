@@ -13,6 +13,7 @@ cut off past the cap, and every failure becomes a typed error that tells the bus
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ import urllib3
 from urllib3.util import parse_url
 
 from tubelens.errors import InvalidInput, NotFound, TooLarge, Unavailable
+
+log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 DEFAULT_USER_AGENT = "tubelens"
@@ -160,7 +163,10 @@ def _stream_capped(
 
 @contextmanager
 def _transport_errors(url: str) -> Iterator[None]:
+    """Transport failures as one Unavailable that does not say which: a refused connection, a timeout and a reset
+    tell a caller which ports are open behind an allowlisted host. The log keeps the detail for operators."""
     try:
         yield
     except urllib3.exceptions.HTTPError as exc:
-        raise Unavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+        log.info("fetch failed in transport", extra={"url": url, "error": f"{type(exc).__name__}: {exc}"})
+        raise Unavailable(f"{url}: no answer (the connection failed or timed out); try again later") from exc

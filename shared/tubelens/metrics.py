@@ -7,6 +7,7 @@ service, so that every service exports the same RED families and dashboards work
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import metadata
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -20,12 +21,12 @@ BUS_PROCESSED = Counter(
 )
 BUS_FAILED = Counter(
     "tubelens_bus_handler_failures_total",
-    "Handler attempts that raised (each retry counts)",
+    "Handler attempts that raised (each retry counts), by error reason (NOT_FOUND, UNAVAILABLE, INTERNAL...)",
     ["service", "topic", "group", "error"],
 )
 BUS_DEAD_LETTERED = Counter(
     "tubelens_bus_messages_dead_lettered_total",
-    "Messages sent to the dead-letter topic",
+    "Messages sent to the dead-letter topic, by error reason",
     ["service", "topic", "group", "error"],
 )
 BUS_HANDLE_SECONDS = Histogram(
@@ -39,6 +40,9 @@ BUS_LAG = Gauge(
     "Messages behind the partition end, where the broker reports it",
     ["service", "topic", "group", "partition"],
 )
+
+# Present from a service's first scrape on, whatever it has done yet: what the dashboard lists namespaces from.
+BUILD_INFO = Gauge("tubelens_build_info", "1 for each running service, with its version", ["service", "version"])
 
 GRPC_REQUESTS = Counter("tubelens_grpc_requests_total", "gRPC requests by final status", ["service", "method", "code"])
 GRPC_SECONDS = Histogram(
@@ -59,7 +63,8 @@ class MetricsServer:
         self.server.server_close()
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> MetricsServer:
-    """Expose /metrics on `port` (0 picks a free one) from a daemon thread."""
+def serve_metrics(port: int, host: str = "0.0.0.0", *, service: str) -> MetricsServer:
+    """Expose /metrics on `port` (0 picks a free one) from a daemon thread, `tubelens_build_info` set for `service`."""
+    BUILD_INFO.labels(service, metadata.version("tubelens")).set(1)
     server, _thread = start_http_server(port, addr=host)
     return MetricsServer(server=server, port=server.server_port)

@@ -1,8 +1,13 @@
 """How every tubelens gRPC server is built: one interceptor, health, reflection, size limits, graceful stop.
 
-Servicers raise the typed errors of `tubelens.errors` and nothing else; the interceptor here is the one
-place that turns them into gRPC statuses, attaches an `ErrorInfo` in the `tubelens-error-bin` trailer, binds
-the request id into the logs and records the RED metrics. Clients read the trailer with `error_info(...)`.
+Servicers raise the typed errors of `tubelens.errors` and nothing else; the interceptor here is the one place that
+turns them into gRPC statuses with the standard rich error details (a `google.rpc.Status` in
+`grpc-status-details-bin`: ErrorInfo with the reason, BadRequest naming the field at fault, RequestInfo with the
+request id), binds the request id into the logs and records the RED metrics of every call, refused ones included.
+Clients decode the details with `error_details(...)`; `typed_error(...)` turns them back into the typed error.
+
+Health: "" and every registered service name report readiness (`set_serving`); "liveness" is SERVING for as long
+as the process serves, so a liveness probe never restarts a server that is only still loading.
 """
 
 from __future__ import annotations
@@ -14,25 +19,37 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
-from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, NotReady, TooLarge, Unavailable
+from tubelens.errors import (
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    TooLarge,
+    TubelensError,
+    Unavailable,
+)
 from tubelens.lifecycle import STOP_SIGNALS, on_stop_signals
 from tubelens.logs import log_context
 from tubelens.metrics import GRPC_REQUESTS, GRPC_SECONDS
+from tubelens.reflection import enable_reflection
 from tubelens.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-ERROR_TRAILER = "tubelens-error-bin"
 REQUEST_ID_KEY = "x-request-id"
+ERROR_DOMAIN = "tubelens"  # google.rpc.ErrorInfo.domain of every error a tubelens server gives
+LIVENESS = "liveness"  # the health service name that answers SERVING while the process serves
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's own default for received messages
 MAX_REQUEST_ID_CHARS = 128
 INTERNAL_MESSAGE = "internal error"
@@ -52,6 +69,18 @@ ERROR_STATUS: dict[type[Exception], Status] = {
 }
 INTERNAL_STATUS: Status = (grpc.StatusCode.INTERNAL, _Reason.ERROR_REASON_INTERNAL)
 
+
+
+def reason_name(reason: int) -> str:
+    """The ErrorInfo.reason string of an ErrorReason value: its name without the prefix ("NOT_READY")."""
+    return common_pb2.ErrorReason.Name(reason).removeprefix("ERROR_REASON_")
+
+
+# The same table read backwards, for callers of another tubelens service: reason -> typed error.
+REASON_ERROR: dict[str, type[TubelensError]] = {
+    reason_name(reason): error for error, (_, reason) in ERROR_STATUS.items()
+}
+
 # Probes and reflection are plumbing: counting them would drown the RED metrics, and the health Watch relies
 # on a non-blocking behaviour flag that a wrapper would hide.
 _PASS_THROUGH_PREFIX = "/grpc."
@@ -59,14 +88,37 @@ _PASS_THROUGH_PREFIX = "/grpc."
 _END = object()  # marks an exhausted response stream
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("tubelens_request_id", default="")
+_labels: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("tubelens_call_labels", default=None)
 
 # A generated `add_XServicer_to_server` with its servicer, or a function that registers handlers itself.
 Registration = tuple[Callable[[Any, grpc.Server], None], object] | Callable[[grpc.Server], None]
 
 
+@dataclass(frozen=True)
+class FinishedCall:
+    """One RPC as the interceptor saw it end: what a service's own request metrics are made of."""
+
+    service: str
+    method: str  # "tubelens.v1.Predictor/PredictPopularity"
+    code: str  # the final status code's name: "OK", "NOT_FOUND"
+    seconds: float
+    labels: Mapping[str, str]  # what the handler said with `annotate` before it answered or failed
+
+
+CallObserver = Callable[[FinishedCall], None]
+
+
 def current_request_id() -> str:
     """The id of the RPC handled on this thread ("" outside one); servicers echo it in their responses."""
     return _request_id.get()
+
+
+def annotate(**labels: str) -> None:
+    """Label the RPC handled on this thread (e.g. the model task and version), for the call observers; the labels
+    stay even when the call fails afterwards. A no-op outside an RPC."""
+    current = _labels.get()
+    if current is not None:
+        current.update(labels)
 
 
 def status_for(exc: BaseException) -> Status | None:
@@ -77,24 +129,122 @@ def status_for(exc: BaseException) -> Status | None:
     return None
 
 
-def error_info(rpc_error: grpc.RpcError) -> common_pb2.ErrorInfo | None:
-    """The ErrorInfo a tubelens server attached to a failed call; None without one (a transport error)."""
-    trailing = getattr(rpc_error, "trailing_metadata", None)
-    for key, value in (trailing() if trailing else None) or ():
-        if key == ERROR_TRAILER:
-            return common_pb2.ErrorInfo.FromString(value)
-    return None
+def reason_of(exc: BaseException) -> str:
+    """The reason a failure is reported under ("NOT_FOUND"; "INTERNAL" for what the table does not know): the label
+    value of every error-counting metric, so that dashboards read one vocabulary with the gRPC codes."""
+    _, reason = status_for(exc) or INTERNAL_STATUS
+    return reason_name(reason)
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str  # its path in the request: "model.version", "candidates[2].image"
+    description: str
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    """A failed call as its status and standard details say."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""  # google.rpc.ErrorInfo.reason ("NOT_FOUND"); "" without one (a transport error)
+    domain: str = ""  # "tubelens" for errors a tubelens server gave
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    field_violations: tuple[FieldViolation, ...] = ()
+    request_id: str = ""
+
+    @property
+    def field(self) -> str:
+        """The first field at fault, "" when none is named."""
+        return self.field_violations[0].field if self.field_violations else ""
+
+
+def error_details(rpc_error: grpc.RpcError) -> ErrorDetails:
+    """The code, message and rich details of a failed call (empty details for one without them)."""
+    code = _call_part(rpc_error, "code") or grpc.StatusCode.UNKNOWN
+    message = _call_part(rpc_error, "details") or ""
+    trailing = dict(_call_part(rpc_error, "trailing_metadata") or ())
+    request_id = str(trailing.get(REQUEST_ID_KEY, ""))
+    try:
+        status = rpc_status.from_call(rpc_error) if trailing else None
+    except ValueError:  # details that contradict the status line: trust neither half of them
+        status = None
+    if status is None:
+        return ErrorDetails(code, message, request_id=request_id)
+    reason, domain, metadata, violations = "", "", {}, []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RequestInfo.DESCRIPTOR):
+            info_request = error_details_pb2.RequestInfo()
+            detail.Unpack(info_request)
+            request_id = info_request.request_id or request_id
+    return ErrorDetails(code, status.message, reason, domain, metadata, tuple(violations), request_id)
+
+
+def _call_part(rpc_error: grpc.RpcError, name: str) -> Any:
+    # Errors raised by stubs are also grpc.Call objects; a bare RpcError (a test double, a future) has none of it.
+    part = getattr(rpc_error, name, None)
+    return part() if callable(part) else None
+
+
+def typed_error(rpc_error: grpc.RpcError) -> TubelensError | None:
+    """The typed error a tubelens server raised for this call, rebuilt from its details; None when the failure
+    carries no tubelens reason (a transport error, another server's status)."""
+    details = error_details(rpc_error)
+    cls = REASON_ERROR.get(details.reason) if details.domain == ERROR_DOMAIN else None
+    return cls(details.message, field=details.field) if cls is not None else None
+
+
+class _Status(NamedTuple):
+    """A grpc.Status: what `ServicerContext.abort_with_status` takes."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def rich_status(code: grpc.StatusCode, message: str, *, reason: str, field: str, request_id: str) -> status_pb2.Status:
+    """The google.rpc.Status of a failure: ErrorInfo (when the reason is known), BadRequest (when a field is at
+    fault) and RequestInfo."""
+    details: list[Any] = []
+    if reason:
+        details.append(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    if field:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    details.append(error_details_pb2.RequestInfo(request_id=request_id))
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return status
 
 
 class _Call:
     """One RPC's bookkeeping: its request id, clock and the status it ends with."""
 
-    def __init__(self, service: str, method: str, context: grpc.ServicerContext, request: Any) -> None:
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        context: grpc.ServicerContext,
+        request: Any,
+        observers: Sequence[CallObserver] = (),
+    ) -> None:
         self.service = service
         self.method = method
         self.context = context
         self.request = request
+        self.observers = observers
         self.request_id = uuid.uuid4().hex
+        self.labels: dict[str, str] = {}
         self.started = time.perf_counter()
 
     def adopt_request_id(self) -> None:
@@ -111,11 +261,12 @@ class _Call:
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[None]:
-        token = _request_id.set(self.request_id)
+        token, labels_token = _request_id.set(self.request_id), _labels.set(self.labels)
         try:
             with log_context(request_id=self.request_id, rpc=self.method):
                 yield
         finally:
+            _labels.reset(labels_token)
             _request_id.reset(token)
 
     def succeed(self) -> None:
@@ -124,25 +275,28 @@ class _Call:
         self._record(self.context.code() or grpc.StatusCode.OK)
 
     def fail(self, exc: Exception) -> None:
-        """End the call with the status `exc` maps to; always raises (ServicerContext.abort does)."""
-        code, info = self._answer_to(exc)
-        self._add_trailers((REQUEST_ID_KEY, self.request_id), (ERROR_TRAILER, info.SerializeToString()))
+        """End the call with the status `exc` maps to and its rich details; always raises (abort does)."""
+        code, message, reason, field_path = self._answer_to(exc)
+        details = rich_status(code, message, reason=reason, field=field_path, request_id=self.request_id)
+        trailers = (
+            *(self.context.trailing_metadata() or ()),
+            (REQUEST_ID_KEY, self.request_id),
+            *rpc_status.to_status(details).trailing_metadata,
+        )
         self._record(code)
-        self.context.abort(code, info.message)
+        self.context.abort_with_status(_Status(code, message, trailers))
 
-    def _answer_to(self, exc: Exception) -> tuple[grpc.StatusCode, common_pb2.ErrorInfo]:
-        info = common_pb2.ErrorInfo(request_id=self.request_id)
+    def _answer_to(self, exc: Exception) -> tuple[grpc.StatusCode, str, str, str]:
+        """(code, message, ErrorInfo reason, field path) of the failure."""
         status = status_for(exc)
         if status is not None:
-            code, info.reason = status
-            info.message, info.field = exc.message, exc.field  # type: ignore[attr-defined]
-        elif self._aborted_by_handler(exc):
-            code, info.message = self.context.code(), _text(self.context.details())
-        else:
-            log.exception("unhandled error in %s", self.method)
-            code, info.reason = INTERNAL_STATUS
-            info.message = INTERNAL_MESSAGE
-        return code, info
+            code, reason = status
+            return code, exc.message, reason_name(reason), exc.field  # type: ignore[attr-defined]
+        if self._aborted_by_handler(exc):
+            return self.context.code(), _text(self.context.details()), "", ""
+        log.exception("unhandled error in %s", self.method)
+        code, reason = INTERNAL_STATUS
+        return code, INTERNAL_MESSAGE, reason_name(reason), ""
 
     def _aborted_by_handler(self, exc: Exception) -> bool:
         # ServicerContext.abort sets the status, then raises a bare Exception(): keep that answer. Anything
@@ -154,8 +308,15 @@ class _Call:
         self.context.set_trailing_metadata((*(self.context.trailing_metadata() or ()), *pairs))
 
     def _record(self, code: grpc.StatusCode) -> None:
+        seconds = time.perf_counter() - self.started
         GRPC_REQUESTS.labels(self.service, self.method, code.name).inc()
-        GRPC_SECONDS.labels(self.service, self.method).observe(time.perf_counter() - self.started)
+        GRPC_SECONDS.labels(self.service, self.method).observe(seconds)
+        finished = FinishedCall(self.service, self.method, code.name, seconds, dict(self.labels))
+        for observe in self.observers:
+            try:
+                observe(finished)
+            except Exception:  # noqa: BLE001 - a metrics hook must never change the answer a caller gets
+                log.exception("call observer failed", extra={"rpc": self.method})
 
 
 def _text(details: str | bytes | None) -> str:
@@ -175,10 +336,11 @@ def _given_request_id(request: Any, context: grpc.ServicerContext) -> tuple[str,
 
 
 class TubelensInterceptor(grpc.ServerInterceptor):
-    """Typed errors → statuses with an ErrorInfo trailer, request ids in logs and trailers, RED metrics."""
+    """Typed errors → statuses with rich details, request ids in logs and trailers, RED metrics, call observers."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, observers: Sequence[CallObserver] = ()) -> None:
         self.service = service
+        self.observers = tuple(observers)
 
     def intercept_service(
         self,
@@ -205,7 +367,7 @@ class TubelensInterceptor(grpc.ServerInterceptor):
 
     def _unary(self, behavior: Callable, method: str) -> Callable:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
-            call = _Call(self.service, method, context, request)
+            call = _Call(self.service, method, context, request, self.observers)
             try:
                 call.adopt_request_id()
                 with call.bound():
@@ -220,7 +382,7 @@ class TubelensInterceptor(grpc.ServerInterceptor):
 
     def _streaming(self, behavior: Callable, method: str) -> Callable:
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = _Call(self.service, method, context, request)
+            call = _Call(self.service, method, context, request, self.observers)
             try:
                 call.adopt_request_id()
                 # Bound around each step only: between yields this thread runs gRPC, not the handler.
@@ -250,7 +412,7 @@ class RpcServer:
     service_names: tuple[str, ...]
 
     def set_serving(self, serving: bool) -> None:
-        """Flip readiness of the overall server ("") and every registered service at once."""
+        """Flip readiness of the overall server ("") and every registered service at once ("liveness" stays)."""
         status = _health_status(serving)
         for name in ("", *self.service_names):
             self.health.set(name, status)
@@ -277,17 +439,18 @@ def serve(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     workers: int = 8,
     serving: bool = True,
+    observers: Sequence[CallObserver] = (),
 ) -> RpcServer:
-    """Build, bind and start a gRPC server with the tubelens interceptor, health and reflection.
+    """Build, bind and start a gRPC server with the tubelens interceptor, health and reflection (v1 and v1alpha).
 
     `service_name` labels metrics (e.g. "predictor"); `service_names` are the full proto names registered
     (e.g. "tubelens.v1.Predictor") and get health entries and reflection. `port` 0 picks a free port; use host
     "[::]" to listen on every interface. `serving=False` starts NOT_SERVING until `set_serving(True)`, for
-    services that must load something first.
+    services that must load something first. `observers` see every call end (a service's own request metrics).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{service_name}-grpc"),
-        interceptors=[TubelensInterceptor(service_name)],
+        interceptors=[TubelensInterceptor(service_name, observers)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -298,7 +461,7 @@ def serve(
     for registration in register:
         _register(server, registration)
     health_servicer = _add_health(server, service_names, serving)
-    reflection.enable_server_reflection((*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection((*service_names, health.SERVICE_NAME), server)
     bound = _bind(server, f"{host}:{port}")
     server.start()
     log.info("grpc server listening", extra={"host": host, "port": bound, "services": list(service_names)})
@@ -326,6 +489,7 @@ def _add_health(server: grpc.Server, service_names: Sequence[str], serving: bool
     servicer = health.HealthServicer()
     for name in ("", *service_names):
         servicer.set(name, _health_status(serving))
+    servicer.set(LIVENESS, _health_status(True))
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     return servicer
 

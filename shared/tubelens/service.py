@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tubelens.bus import Bus, Handler, Producer, Worker, open_bus, retry_policy
+from tubelens.bus import Bus, Handler, Producer, Worker, counted, open_bus, retry_policy
 from tubelens.lifecycle import on_stop_signals
 from tubelens.logs import configure_logging
 from tubelens.metrics import MetricsServer, serve_metrics
@@ -47,10 +47,10 @@ def run_worker_service(
     across a batch durable before the offsets move; `start_servers` runs beside the worker (a gRPC API) and is
     stopped after it."""
     configure_logging(settings.service, settings.log_level)
-    metrics_server = serve_metrics(settings.metrics_port)
+    metrics_server = serve_metrics(settings.metrics_port, service=settings.service)
     log.info("metrics listening", extra={"port": metrics_server.port})
     bus = open_bus(settings)
-    producer = bus.producer()
+    producer = counted(bus.producer(), settings.service)
     runtime = Runtime(settings, bus, producer, _open_objects(settings) if needs_objects else None)
     handler = build_handler(runtime)
     worker = Worker(

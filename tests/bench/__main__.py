@@ -1,6 +1,6 @@
 """`make bench`: every benchmark, each printing its own table of figures."""
 
-from tests.bench import bus, embedding, objects, predictor, preprocess, similarity, trainer
+from tests.bench import bus, embedding, first_request, objects, predictor, preprocess, similarity, trainer
 
 
 def main() -> None:
@@ -11,6 +11,7 @@ def main() -> None:
     similarity.main()
     trainer.main()
     predictor.main()
+    first_request.main([])
 
 
 if __name__ == "__main__":

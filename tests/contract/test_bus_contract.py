@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 from tests.buskit import FAST_RETRY, Recorder, discovered, publish_discovered, running, wait_until
 from tubelens import events
-from tubelens.bus import Bus, Worker, dlq_topic
+from tubelens.bus import Bus, Worker, counted, dlq_topic
 from tubelens.bus.kafka import KafkaBus
 from tubelens.bus.memory import MemoryBus
 from tubelens.errors import InvalidInput, Unavailable
@@ -99,9 +99,25 @@ def test_a_malformed_payload_goes_to_the_dlq_with_its_reason_and_later_events_st
     assert letter.consumer_group == f"g-{unique}"
     labels = {"service": "test", "topic": topic, "group": f"g-{unique}"}
     assert REGISTRY.get_sample_value("tubelens_bus_messages_processed_total", labels) == 2
-    assert (
-        REGISTRY.get_sample_value("tubelens_bus_messages_dead_lettered_total", {**labels, "error": "InvalidInput"}) == 1
-    )
+    dead_lettered = {**labels, "error": "INVALID_INPUT"}
+    assert REGISTRY.get_sample_value("tubelens_bus_messages_dead_lettered_total", dead_lettered) == 1
+
+
+def test_published_messages_are_counted_by_service_and_topic_once_a_flush_confirms_them(bus: Bus, unique: str) -> None:
+    topic = f"counted-{unique}"
+    bus.ensure_topics([topic])
+    producer = counted(bus.producer(), f"svc-{unique}")
+    labels = {"service": f"svc-{unique}", "topic": topic}
+    try:
+        for number in range(3):
+            producer.publish(topic, b"payload", key=f"v{number}")
+        assert REGISTRY.get_sample_value("tubelens_bus_messages_published_total", labels) is None
+        producer.flush()
+        assert REGISTRY.get_sample_value("tubelens_bus_messages_published_total", labels) == 3
+        producer.flush()  # nothing new: nothing counted twice
+        assert REGISTRY.get_sample_value("tubelens_bus_messages_published_total", labels) == 3
+    finally:
+        producer.close()
 
 
 def test_a_transient_failure_is_retried_with_backoff_and_then_handled_once(bus: Bus, unique: str) -> None:

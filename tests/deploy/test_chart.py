@@ -31,6 +31,7 @@ from tests.deploy.chartkit import (
 )
 from tubelens import events
 from tubelens.bus.base import dlq_topic
+from tubelens.rpc import LIVENESS
 
 CUSTOM_RESOURCES = {"ServiceMonitor", "PrometheusRule"}
 # Everything the Prometheus Operator is asked to create, so that every template renders at least once.
@@ -147,8 +148,10 @@ def test_grpc_services_have_a_named_grpc_port_and_native_grpc_probes(service: st
     assert set(ports) == {"grpc", "metrics"}
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert main[probe]["grpc"]["port"] == ports["grpc"], probe
-    # Ready means the API's own health entry is SERVING, not only the server's.
+    # Ready means the API's own health entry is SERVING (the predictor's: its models loaded and warm); alive means
+    # the process serves at all, so a server still loading is not restarted for it.
     assert main["readinessProbe"]["grpc"]["service"] == GRPC[service]
+    assert main["startupProbe"]["grpc"]["service"] == main["livenessProbe"]["grpc"]["service"] == LIVENESS
     svc = one(docs, "Service", name_of(service))
     grpc_port = next(port for port in svc["spec"]["ports"] if port["name"] == "grpc")
     assert grpc_port["appProtocol"] == "grpc"

@@ -115,7 +115,7 @@ def test_the_dashboard_shows_the_pipeline() -> None:
         "Dead letters per minute": "tubelens_bus_messages_dead_lettered_total",
         "Consumer lag": "tubelens_bus_consumer_lag_messages",
         "Embeddings per second": "tubelens_embedding_images_embedded_total",
-        "Predictor latency": "tubelens_predictor_request_seconds_bucket",
+        "Predictor latency": "tubelens_predictor_request_duration_seconds_bucket",
         "Model version served": "tubelens_predictor_default_version_info",
     }
     for title, metric in required.items():

@@ -21,6 +21,7 @@ from tests.buskit import Recorder, running, wait_until
 from tubelens import events
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
+from tubelens.client import PredictorClient
 from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
 from tubelens.devtools.fakeyoutube.catalogue import THUMBNAIL_FAULTS
 from tubelens.devtools.servers import ServerProcess, start_broker, start_torchserve
@@ -212,6 +213,8 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
     try:
         port = wait_for_port(tmp_path / "predictor.log", '"predictor listening"', predictor)
         known = sorted(expect_thumbnails)[0]
+        with PredictorClient(f"127.0.0.1:{port}") as client:  # it listens at once, and is ready once warm
+            client.wait_until_ready(timeout_s=300)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = predictor_pb2_grpc.PredictorStub(channel)
             thumbnail = predictor_pb2.ImageInput(video_id=known)

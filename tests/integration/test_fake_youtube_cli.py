@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,6 +43,41 @@ def test_fake_youtube_prints_its_address_and_channels_serves_and_stops_on_sigter
         curl = re.search(r"curl '([^']+)'", out)
         assert curl and len(json.loads(get(curl[1]).data)["items"]) == 1  # the example works (its own key's quota)
 
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_fake_youtube_prints_the_pipelines_settings_writes_them_and_takes_fault_flags(tmp_path: Path) -> None:
+    env_file = tmp_path / "youtube.env"
+    argv = [sys.executable, "-m", "tubelens.cli", "fake-youtube", "--channels", "4", "--videos-per-channel", "5"]
+    faults = ["--server-errors", "2", "--fault-targets", "api,feeds", "--env-file", str(env_file)]
+    proc = subprocess.Popen([*argv, *faults], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        lines, printed = lines_of(proc.stdout), []
+        while not printed or "Ctrl-C" not in printed[-1]:
+            printed.append(lines.get(timeout=30))
+        found = re.findall(r"^export (TUBELENS_[A-Z_]+)=(\S+)$", "".join(printed), re.MULTILINE)
+        exports = {name: shlex.split(value)[0] for name, value in found}  # as a shell reads the line
+        written = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert exports == written
+        assert {
+            "TUBELENS_CRAWLER__API_KEY",
+            "TUBELENS_CRAWLER__API_BASE",
+            "TUBELENS_CRAWLER__RSS_BASE",
+            "TUBELENS_CRAWLER__MEDIA_URL_TEMPLATE",
+            "TUBELENS_CRAWLER__CHANNELS",
+            "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS",
+            "TUBELENS_TRAINER__NEW_LABELS",
+        } == set(written)
+        assert len(written["TUBELENS_CRAWLER__CHANNELS"].split(",")) == 4
+        api = written["TUBELENS_CRAWLER__API_BASE"]
+        channel = written["TUBELENS_CRAWLER__CHANNELS"].split(",")[0]
+        statuses = [get(f"{api}/channels", {"part": "id", "id": channel, "key": "k"}).status for _ in range(3)]
+        assert statuses[0] in (500, 503) and statuses[1] in (500, 503) and statuses[2] == 200, statuses
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

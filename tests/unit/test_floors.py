@@ -15,20 +15,23 @@ ROOMS = {
     "ground": ROOT / "shared" / "tubelens",
     "modelkit": ROOT / "modelkit" / "tubelens" / "modelkit",
     "devtools": ROOT / "devtools" / "tubelens" / "devtools",
+    "client": ROOT / "client" / "tubelens" / "client",
     **{name: ROOT / "services" / name / "tubelens" / name for name in SERVICES},
 }
 # What each room may import of the `tubelens` namespace, beyond the ground floor, which every room may use.
 ALLOWED = {
     "ground": set(),
     "modelkit": {"modelkit"},
-    "devtools": {"devtools", "modelkit", *SERVICES},
+    "devtools": {"devtools", "modelkit", "client", *SERVICES},
+    # What platform teams install: the ground floor's stubs and error decoding, nothing of the services.
+    "client": {"client"},
     "crawler": {"crawler"},
     "preprocessor": {"preprocessor"},
     "embedding": {"embedding", "modelkit"},
     "trainer": {"trainer", "modelkit"},
     "predictor": {"predictor", "modelkit"},
 }
-ABOVE_GROUND = {"modelkit", "devtools", *SERVICES}
+ABOVE_GROUND = {"modelkit", "devtools", "client", *SERVICES}
 
 
 def tubelens_imports(path: Path) -> list[tuple[int, str]]:

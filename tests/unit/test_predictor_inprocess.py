@@ -32,9 +32,12 @@ from tubelens import events
 from tubelens.bus import Message
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, Unavailable
 from tubelens.modelkit.registry import ModelRegistry, model_trained_event
+from tubelens.predictor.catalogue import Catalogue
+from tubelens.predictor.core import PredictorCore
 from tubelens.predictor.factory import open_runtime
 from tubelens.predictor.inprocess import InProcessRuntime
 from tubelens.predictor.models import NO_PRODUCTION, ModelManager, SwapFailed
+from tubelens.predictor.readiness import ModelState, Readiness
 from tubelens.predictor.runtime import Body, CallBudget, ModelServerError, Transient, with_retries
 from tubelens.predictor.settings import PredictorServiceSettings, PredictorSettings, RuntimeKind
 from tubelens.predictor.swap import swap_handler
@@ -429,3 +432,50 @@ def test_the_torchserve_runtime_needs_its_addresses() -> None:
     settings = PredictorSettings(runtime=RuntimeKind.TORCHSERVE)
     with pytest.raises(ConfigError, match="TUBELENS_PREDICTOR__TORCHSERVE__INFERENCE_URL, .*MANAGEMENT_URL: required"):
         open_runtime(settings)
+
+
+# --- readiness -------------------------------------------------------------------------------------------------------
+
+
+def _readiness(manager: ModelManager, registry: ModelRegistry, workdir: Path, changes: list[bool]) -> Readiness:
+    core = PredictorCore(
+        manager,
+        registry,
+        embed=lambda images: np.zeros((len(images), 1280), np.float32),
+        similar=lambda request: None,
+        catalogue=Catalogue,
+        load_array=lambda key: None,
+        workdir=workdir,
+    )
+    return Readiness(core, on_change=changes.append)
+
+
+def test_the_server_is_not_ready_while_a_served_task_has_no_warm_version(manager, registry, tmp_path: Path) -> None:
+    changes: list[bool] = []
+    readiness = _readiness(manager, registry, tmp_path, changes)  # serves TASK and genre; genre has no version
+    assert not readiness.ready and changes == []
+    readiness.warm_defaults()
+    states = {state.task: state for state in readiness.states()}
+    assert states[TASK].ready and not states["genre"].ready
+    assert NO_PRODUCTION in states["genre"].detail
+    assert not readiness.ready and changes == [False]
+    with pytest.raises(NotFound) as unknown:
+        readiness.model("nope", None)
+    assert unknown.value.field == "model.name"
+
+
+def test_readiness_turns_true_once_every_task_is_warm_and_survives_a_swap(registry, runtime, tmp_path: Path) -> None:
+    manager = ModelManager(registry, runtime, tmp_path / "predictor", {TASK: WARMUP})
+    manager.start([TASK])
+    changes: list[bool] = []
+    readiness = _readiness(manager, registry, tmp_path, changes)
+    assert readiness.model(TASK, None) == ModelState(TASK, "1", False, "warming up")
+    readiness.warm_defaults()
+    assert readiness.ready and changes == [True] and readiness.model(TASK, None).ready
+
+    assert manager.on_model_trained(_promoted(registry, "2")) == "swapped"
+    assert readiness.ready, "a task that was warm stays ready while its new default warms: no flap on a swap"
+    assert readiness.model(TASK, None) == ModelState(TASK, "2", False, "warming up")
+    readiness.warm_defaults()
+    assert readiness.model(TASK, "2").ready and changes == [True]
+    assert readiness.model(TASK, "1") == ModelState(TASK, "1", False, "version '1' is not loaded")

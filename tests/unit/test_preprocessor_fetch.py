@@ -157,14 +157,16 @@ def test_a_refused_connection_is_unavailable(fetcher: Fetcher) -> None:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         port = sock.getsockname()[1]
-    with pytest.raises(Unavailable, match="NewConnectionError"):
+    with pytest.raises(Unavailable, match="no answer") as refused:
         fetch(fetcher, f"http://{LOOPBACK}:{port}/thumb.jpg")
+    assert "NewConnectionError" not in refused.value.message and "refused" not in refused.value.message
 
 
 def test_a_server_that_does_not_answer_in_time_is_unavailable(origin: Origin, fetcher: Fetcher) -> None:
     url = origin.serve("/stuck.jpg", b"late", delay_s=1.5)
-    with pytest.raises(Unavailable, match="ReadTimeoutError"):
+    with pytest.raises(Unavailable, match="no answer") as late:
         fetch(fetcher, url)
+    assert "Timeout" not in late.value.message, "a timeout reads like a refused connection: no port scanning"
 
 
 def test_a_body_trickling_in_past_the_deadline_is_unavailable(origin: Origin, fetcher: Fetcher) -> None:

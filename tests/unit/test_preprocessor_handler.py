@@ -125,7 +125,7 @@ def test_bad_media_is_refused_after_the_thumbnail_event_went_out_and_leaves_no_m
 ) -> None:
     garbage = origin.serve("/media/garbage.mp4", b"\x13\x37" * 5000)
     rejected = REGISTRY.get_sample_value(
-        "tubelens_preprocessor_rejected_inputs_total", {"part": "media", "reason": "invalid_input"}
+        "tubelens_preprocessor_rejected_inputs_total", {"part": "media", "reason": "INVALID_INPUT"}
     )
 
     with pytest.raises(InvalidInput) as caught:
@@ -137,7 +137,7 @@ def test_bad_media_is_refused_after_the_thumbnail_event_went_out_and_leaves_no_m
     assert all(key.startswith("thumbnails/") for key in keys(store))
     assert (
         REGISTRY.get_sample_value(
-            "tubelens_preprocessor_rejected_inputs_total", {"part": "media", "reason": "invalid_input"}
+            "tubelens_preprocessor_rejected_inputs_total", {"part": "media", "reason": "INVALID_INPUT"}
         )
         == (rejected or 0) + 1
     )

@@ -1,5 +1,5 @@
-"""The gRPC server bootstrap: typed errors become statuses with an ErrorInfo trailer, request ids travel, RED
-metrics count every call, health and reflection answer, size limits hold, and stopping is graceful.
+"""The gRPC server bootstrap: typed errors become statuses with the standard rich details, request ids travel, RED
+metrics count every call, health and reflection (v1 and v1alpha) answer, size limits hold, and stopping is graceful.
 
 Every test talks to a real server over loopback on a port picked at run time.
 """
@@ -23,14 +23,25 @@ from prometheus_client import REGISTRY
 
 from tubelens.errors import ConfigError, Conflict, InvalidInput, NotFound, NotReady, TooLarge, Unavailable
 from tubelens.logs import JsonFormatter
-from tubelens.rpc import RpcServer, current_request_id, error_info, serve, stop_on_signals
-from tubelens.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
+from tubelens.reflection import V1_SERVICE
+from tubelens.rpc import (
+    LIVENESS,
+    FieldViolation,
+    FinishedCall,
+    RpcServer,
+    annotate,
+    current_request_id,
+    error_details,
+    serve,
+    stop_on_signals,
+    typed_error,
+)
+from tubelens.v1 import predictor_pb2, predictor_pb2_grpc
 
 SERVICE = "rpc-test"
 PREDICTOR = predictor_pb2.DESCRIPTOR.services_by_name["Predictor"].full_name
 LIST_MODELS = f"{PREDICTOR}/ListModels"
 MAX_MESSAGE_BYTES = 64 * 1024
-Reason = common_pb2.ErrorReason
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -62,6 +73,10 @@ class ScriptedPredictor(predictor_pb2_grpc.PredictorServicer):
         )
 
     def PredictPopularity(self, request, context):
+        annotate(task="popularity")
+        if request.model.version == "gone":
+            raise NotFound("popularity version 'gone' is not loaded", field="model.version")
+        annotate(version="7")
         return predictor_pb2.PredictPopularityResponse(id=current_request_id())
 
     def ClassifyChannel(self, request, context):
@@ -109,13 +124,19 @@ def predictor() -> ScriptedPredictor:
 
 
 @pytest.fixture
-def server(predictor: ScriptedPredictor) -> Iterator[RpcServer]:
+def finished() -> list[FinishedCall]:
+    return []
+
+
+@pytest.fixture
+def server(predictor: ScriptedPredictor, finished: list[FinishedCall]) -> Iterator[RpcServer]:
     started = serve(
         SERVICE,
         [(predictor_pb2_grpc.add_PredictorServicer_to_server, predictor), add_streams],
         service_names=[PREDICTOR],
         max_message_bytes=MAX_MESSAGE_BYTES,
         workers=4,
+        observers=[finished.append],
     )
     yield started
     started.stop(grace=0)
@@ -166,7 +187,7 @@ def health_of(channel: grpc.Channel, service: str) -> int:
         pytest.param(
             "invalid",
             grpc.StatusCode.INVALID_ARGUMENT,
-            Reason.ERROR_REASON_INVALID_INPUT,
+            "INVALID_INPUT",
             "task must be one of popularity, channel, genre",
             "task",
             id="InvalidInput",
@@ -174,7 +195,7 @@ def health_of(channel: grpc.Channel, service: str) -> int:
         pytest.param(
             "big",
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            Reason.ERROR_REASON_TOO_LARGE,
+            "TOO_LARGE",
             "thumbnail is over 2 MiB",
             "thumbnail",
             id="TooLarge-beats-its-base-InvalidInput",
@@ -182,7 +203,7 @@ def health_of(channel: grpc.Channel, service: str) -> int:
         pytest.param(
             "missing",
             grpc.StatusCode.NOT_FOUND,
-            Reason.ERROR_REASON_NOT_FOUND,
+            "NOT_FOUND",
             "no model for task 'missing'",
             "",
             id="NotFound",
@@ -190,7 +211,7 @@ def health_of(channel: grpc.Channel, service: str) -> int:
         pytest.param(
             "taken",
             grpc.StatusCode.FAILED_PRECONDITION,
-            Reason.ERROR_REASON_CONFLICT,
+            "CONFLICT",
             "version 3 already exists",
             "",
             id="Conflict",
@@ -198,7 +219,7 @@ def health_of(channel: grpc.Channel, service: str) -> int:
         pytest.param(
             "busy",
             grpc.StatusCode.UNAVAILABLE,
-            Reason.ERROR_REASON_NOT_READY,
+            "NOT_READY",
             "model is still loading",
             "",
             id="NotReady",
@@ -206,22 +227,42 @@ def health_of(channel: grpc.Channel, service: str) -> int:
         pytest.param(
             "down",
             grpc.StatusCode.UNAVAILABLE,
-            Reason.ERROR_REASON_UNAVAILABLE,
+            "UNAVAILABLE",
             "model server unreachable after 5 attempts",
             "",
             id="Unavailable",
         ),
     ],
 )
-def test_a_typed_error_becomes_its_status_and_an_error_info_trailer(stub, task, code, reason, message, field):
+def test_a_typed_error_becomes_its_status_with_standard_rich_details(stub, task, code, reason, message, field):
     failure = failure_of(stub.ListModels, predictor_pb2.ListModelsRequest(task=task))
 
     assert failure.code() is code
     assert failure.details() == message
-    info = error_info(failure)
-    assert info is not None
-    assert (info.reason, info.message, info.field) == (reason, message, field)
-    assert info.request_id == trailer(failure, "x-request-id")
+    details = error_details(failure)
+    assert (details.reason, details.domain, details.message) == (reason, "tubelens", message)
+    assert details.field_violations == ((FieldViolation(field, message),) if field else ())
+    assert details.request_id == trailer(failure, "x-request-id")
+    assert "tubelens-error-bin" not in dict(failure.trailing_metadata())
+    rebuilt = typed_error(failure)
+    assert (type(rebuilt), rebuilt.message, rebuilt.field) == (type(FAILING_TASKS[task]()), message, field)
+
+
+def test_the_details_are_a_google_rpc_status_any_client_decodes(stub):
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    failure = failure_of(stub.ListModels, predictor_pb2.ListModelsRequest(task="invalid"))
+    status = rpc_status.from_call(failure)
+
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    kinds = {detail.TypeName() for detail in status.details}
+    assert kinds == {"google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RequestInfo"}
+    bad = error_details_pb2.BadRequest()
+    next(d for d in status.details if d.Is(bad.DESCRIPTOR)).Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("task", "task must be one of popularity, channel, genre")
+    ]
 
 
 def test_an_unexpected_exception_is_internal_and_keeps_its_internals_to_the_logs(stub):
@@ -238,9 +279,9 @@ def test_an_unexpected_exception_is_internal_and_keeps_its_internals_to_the_logs
 
     assert failure.code() is grpc.StatusCode.INTERNAL
     assert failure.details() == "internal error"
-    info = error_info(failure)
-    assert (info.reason, info.message) == (Reason.ERROR_REASON_INTERNAL, "internal error")
-    assert info.request_id == "bug-1"
+    details = error_details(failure)
+    assert (details.reason, details.message) == ("INTERNAL", "internal error")
+    assert details.request_id == "bug-1"
     assert "secret internals" not in str(failure.trailing_metadata())
     logged = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert len(logged) == 1
@@ -249,23 +290,27 @@ def test_an_unexpected_exception_is_internal_and_keeps_its_internals_to_the_logs
     assert "RuntimeError: secret internals" in logged[0]["exc"]
 
 
-def test_a_status_the_handler_aborted_with_is_kept_and_gets_an_error_info(stub):
+def test_a_status_the_handler_aborted_with_is_kept_and_gets_its_request_id(stub):
     failure = failure_of(stub.GetModelMetadata, predictor_pb2.GetModelMetadataRequest())
 
     assert failure.code() is grpc.StatusCode.PERMISSION_DENIED
     assert failure.details() == "not your model"
-    info = error_info(failure)
-    assert (info.reason, info.message) == (Reason.ERROR_REASON_UNSPECIFIED, "not your model")
+    details = error_details(failure)
+    assert (details.reason, details.message) == ("", "not your model")
+    assert details.request_id == trailer(failure, "x-request-id")
+    assert typed_error(failure) is None
     assert requests_counted(f"{PREDICTOR}/GetModelMetadata", "PERMISSION_DENIED") >= 1
 
 
-def test_error_info_is_none_for_a_failure_without_the_trailer():
+def test_a_failure_without_details_has_only_its_code_and_message():
     with grpc.insecure_channel("127.0.0.1:1") as nowhere:
         stub = predictor_pb2_grpc.PredictorStub(nowhere)
         failure = failure_of(stub.ListModels, predictor_pb2.ListModelsRequest())
 
     assert failure.code() is grpc.StatusCode.UNAVAILABLE
-    assert error_info(failure) is None
+    details = error_details(failure)
+    assert (details.code, details.reason, details.field_violations) == (grpc.StatusCode.UNAVAILABLE, "", ())
+    assert typed_error(failure) is None
 
 
 # --- request ids --------------------------------------------------------------------------------------------
@@ -291,7 +336,7 @@ def test_a_request_without_an_id_field_takes_the_id_from_metadata(stub):
 
     assert trailer(call, "x-request-id") == "trace-7"
     assert trailer(failure, "x-request-id") == "trace-8"
-    assert error_info(failure).request_id == "trace-8"
+    assert error_details(failure).request_id == "trace-8"
 
 
 def test_a_request_without_any_id_gets_a_fresh_one(stub):
@@ -311,9 +356,9 @@ def test_a_request_id_that_cannot_be_echoed_is_invalid_input(stub, bad_id):
     failure = failure_of(stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(id=bad_id))
 
     assert failure.code() is grpc.StatusCode.INVALID_ARGUMENT
-    info = error_info(failure)
-    assert (info.reason, info.field) == (Reason.ERROR_REASON_INVALID_INPUT, "id")
-    assert info.request_id == trailer(failure, "x-request-id") != bad_id
+    details = error_details(failure)
+    assert (details.reason, details.field) == ("INVALID_INPUT", "id")
+    assert details.request_id == trailer(failure, "x-request-id") != bad_id
 
 
 # --- metrics ------------------------------------------------------------------------------------------------
@@ -332,6 +377,21 @@ def test_every_call_is_counted_by_method_and_final_code_and_timed(stub, channel)
     after = {code: requests_counted(LIST_MODELS, code) for code in codes}
     assert {code: after[code] - before[code] for code in codes} == {"OK": 2, "NOT_FOUND": 1, "INTERNAL": 1}
     assert durations_observed(LIST_MODELS) - timed_before == 4
+
+
+def test_observers_see_every_call_end_with_the_labels_its_handler_gave(stub, finished):
+    stub.PredictPopularity(predictor_pb2.PredictPopularityRequest(), timeout=5)
+    refused = predictor_pb2.PredictPopularityRequest(model={"name": "popularity", "version": "gone"})
+    failure_of(stub.PredictPopularity, refused)
+    failure_of(stub.PredictPopularity, predictor_pb2.PredictPopularityRequest(id="naïve"))
+
+    method = f"{PREDICTOR}/PredictPopularity"
+    assert [(call.method, call.code, dict(call.labels)) for call in finished] == [
+        (method, "OK", {"task": "popularity", "version": "7"}),
+        (method, "NOT_FOUND", {"task": "popularity"}),  # refused by the handler before any model answered
+        (method, "INVALID_ARGUMENT", {}),  # refused by the interceptor before the handler ran
+    ]
+    assert all(call.service == SERVICE and call.seconds >= 0 for call in finished)
 
 
 def test_health_probes_are_not_counted_as_requests(channel):
@@ -360,7 +420,7 @@ def test_a_typed_error_in_the_middle_of_a_stream_ends_it_with_its_status(channel
 
     assert received == [b"a", b"b"]
     assert raised.value.code() is grpc.StatusCode.NOT_FOUND
-    assert error_info(raised.value).reason == Reason.ERROR_REASON_NOT_FOUND
+    assert error_details(raised.value).reason == "NOT_FOUND"
 
 
 def test_client_and_bidirectional_streams_pass_through_with_the_metadata_request_id(channel):
@@ -383,6 +443,14 @@ def test_health_reports_serving_for_the_server_and_each_service_and_can_be_flipp
 
     server.set_serving(True)
     assert (health_of(channel, ""), health_of(channel, PREDICTOR)) == (SERVING, SERVING)
+
+
+def test_liveness_serves_while_the_server_is_not_ready_and_ends_with_it(server, channel):
+    server.set_serving(False)
+    assert (health_of(channel, LIVENESS), health_of(channel, PREDICTOR)) == (SERVING, NOT_SERVING)
+
+    server.stop(grace=0)
+    assert server.health.Check(health_pb2.HealthCheckRequest(service=LIVENESS), None).status == NOT_SERVING
 
 
 def test_a_server_can_start_not_serving_until_it_is_ready(predictor):
@@ -426,9 +494,38 @@ def test_reflection_lists_the_registered_services_and_describes_them(channel):
     assert {service.name for service in listing.list_services_response.service} == {
         PREDICTOR,
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     }
     assert described.file_descriptor_response.file_descriptor_proto
+
+
+def test_reflection_v1_answers_the_same_and_describes_itself(channel):
+    from google.protobuf import descriptor_pb2
+
+    info = channel.stream_stream(
+        f"/{V1_SERVICE}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asks = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=PREDICTOR),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=V1_SERVICE),
+    ]
+    listing, predictor, itself = list(info(iter(asks), timeout=5))
+
+    assert PREDICTOR in {service.name for service in listing.list_services_response.service}
+    names = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw).name
+        for raw in predictor.file_descriptor_response.file_descriptor_proto
+    ]
+    assert "tubelens/v1/predictor.proto" in names
+    [v1] = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in itself.file_descriptor_response.file_descriptor_proto
+    ]
+    assert (v1.package, [s.name for s in v1.service]) == ("grpc.reflection.v1", ["ServerReflection"])
 
 
 # --- message size limits ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ sees the image should rank newest videos better than one that sees only metadata
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -352,16 +353,23 @@ def test_unknown_tasks_and_empty_parts_are_named(table: pa.Table) -> None:
     assert skipped.skipped == "skipped: no val rows in split_time" and skipped.results == []
 
 
-def test_training_shows_progress_unless_quiet(table: pa.Table, capsys: pytest.CaptureFixture[str]) -> None:
+def test_training_shows_progress_unless_quiet(
+    table: pa.Table, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     x_train, x_val, _ = _parts(table, "split_random", features(table, METADATA).matrix)
     y_train, y_val, _ = _parts(table, "split_random", regression_target(table))
     config = replace(TrainConfig(), max_epochs=3)
+    caplog.set_level(logging.INFO, logger="tubelens.trainer.heads")
     train_regressor(x_train, y_train, x_val, y_val, target="log10_views", feature_set=METADATA, config=config)
-    assert "metadata regressor  best epoch" in capsys.readouterr().out
+    # Off a terminal (as here) progress is log lines: the stage's start, then its end with counts and rate.
+    lines = [record.getMessage() for record in caplog.records if record.name == "tubelens.trainer.heads"]
+    assert lines[0] == "metadata regressor: started, 3 to do"
+    assert "metadata regressor  best epoch" in lines[-1] and "/s" in lines[-1]
+    caplog.clear()
     train_regressor(
         x_train, y_train, x_val, y_val, target="log10_views", feature_set=METADATA, config=config, quiet=True
     )
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "" and not caplog.records
 
 
 def test_standardizer_round_trips_through_json() -> None:

@@ -39,6 +39,7 @@ from tubelens.modelkit.snapshots import Snapshot
 from tubelens.objects.local import LocalObjectStore
 from tubelens.preprocessor.handler import PreprocessorHandler
 from tubelens.preprocessor.settings import PreprocessorSettings
+from tubelens.progress import StageProgress
 from tubelens.trainer.dataset import CONSUMED_TOPICS, DatasetBuilder
 from tubelens.trainer.evaluate import Report, evaluate_all
 from tubelens.v1 import events_pb2, predictor_pb2
@@ -158,7 +159,8 @@ def _known_video(snapshot: Snapshot) -> tuple[str, str]:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(
+    # Piped or redirected, the demo still says what it is doing: a line per stage with counts and rate.
+    return StageProgress(
         TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
 

@@ -32,6 +32,7 @@ from rich.table import Table
 from tubelens import events
 from tubelens.bus import Message, Worker, dlq_topic
 from tubelens.bus.kafka import KafkaBus
+from tubelens.client import PredictorClient
 from tubelens.devtools import stack
 from tubelens.devtools.demo_serving import client_example, sample_call
 from tubelens.devtools.fakeyoutube import BadInput, Catalogue, FakeYouTube, InputFaults
@@ -105,17 +106,24 @@ class StackDemoResult:
 
 
 class Services:
-    """Service processes, each logging JSON into its own file; all stopped with SIGTERM at the end."""
+    """Service processes, each logging JSON into its own file; all stopped with SIGTERM at the end. `detached`
+    processes get a process group of their own, so that they outlive the command that started them (`dev up`)."""
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
+    def __init__(self, env: dict[str, str], logs: Path, *, detached: bool = False) -> None:
+        self.env, self.logs, self.detached = env, logs, detached
         self.running: dict[str, subprocess.Popen] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`tubelens <args>` as `name`, with `env` over the shared settings."""
         with open(self.logs / f"{name}.log", "ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tubelens.cli", *args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "tubelens.cli", *args],
+                env={**self.env, **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.detached,
             )
         self.running[name] = process
         return process
@@ -172,7 +180,7 @@ def run_stack_demo(workdir: Path, videos: int, channels: int, console: Console, 
     progress.update(task, completed=1)
     try:
         with FakeYouTube(catalogue, tick=False) as youtube:
-            env = _service_env(state.env, youtube, catalogue, workdir)
+            env = {**service_env(state.env, youtube.env(), workdir), "TUBELENS_TRAINER__SEED": str(SEED)}
             services = Services(env, workdir / "logs")
             try:
                 return _pipeline(services, env, progress, started)
@@ -206,11 +214,15 @@ def _pipeline(services: Services, env: dict[str, str], progress: Progress, start
         progress.update(train, completed=1)
         serve = progress.add_task("predictor over TorchServe (process)", total=1)
         # FindSimilar goes to the embedding service, wherever it listens.
-        services.env["TUBELENS_PREDICTOR__API__EMBEDDING_ADDRESS"] = _wait_listening(
+        services.env["TUBELENS_PREDICTOR__API__EMBEDDING_ADDRESS"] = wait_listening(
             services, "embedding", "embedder listening"
         )
-        services.start("predictor", "predictor", "run")
-        address = _wait_listening(services, "predictor", "predictor listening")
+        # The predictor serves the tasks the trainer promoted, and is asked once they are loaded and warm.
+        promoted = [line["task"] for line in services.logged("trainer", "model trained") if line["promoted"]]
+        services.start("predictor", "predictor", "run", env={"TUBELENS_PREDICTOR__TASKS": json.dumps(promoted)})
+        address = wait_listening(services, "predictor", "predictor listening")
+        with PredictorClient(address) as client:
+            client.wait_until_ready(timeout_s=STAGE_TIMEOUT_S)
         progress.update(serve, completed=1)
     finally:
         observer.stop()
@@ -239,7 +251,8 @@ def _wait_drained(services: Services, counts: Counts, progress: Progress) -> Non
     progress.update(task, total=len(counts.discovered), completed=counts.accounted())
 
 
-def _wait_listening(services: Services, name: str, message: str) -> str:
+def wait_listening(services: Services, name: str, message: str) -> str:
+    """The loopback address a service logged `message` with (its "port"), once it has."""
     deadline = time.monotonic() + STAGE_TIMEOUT_S
     while time.monotonic() < deadline:
         services.check_alive()
@@ -273,24 +286,20 @@ def _settings_from(env: dict[str, str]) -> dict:
     }
 
 
-def _service_env(stack_env: dict[str, str], youtube: FakeYouTube, catalogue: Catalogue, workdir: Path) -> dict:
+def service_env(stack_env: dict[str, str], youtube_env: dict[str, str], workdir: Path) -> dict[str, str]:
+    """What every service process gets: this environment, the stack's addresses, the stand-in's settings
+    (`FakeYouTube.env`), loopback gRPC and state under `workdir`. Ports are 0 (any free one) unless overridden."""
     return {
         **os.environ,
         **stack_env,
+        **youtube_env,
         "TUBELENS_ENV_FILE": str(workdir / "no.env"),  # everything comes from here, not from a stack.env elsewhere
         "TUBELENS_KAFKA__SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS,
         "TUBELENS_METRICS_PORT": "0",
-        "TUBELENS_CRAWLER__API_KEY": "demo-key",
-        "TUBELENS_CRAWLER__API_BASE": youtube.api_base,
-        "TUBELENS_CRAWLER__RSS_BASE": youtube.feed_url,
-        "TUBELENS_CRAWLER__MEDIA_URL_TEMPLATE": youtube.media_url_template,
-        "TUBELENS_CRAWLER__CHANNELS": ",".join(channel.id for channel in catalogue.channels),
         "TUBELENS_CRAWLER__STATE_PATH": str(workdir / "crawler.sqlite"),
-        "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS": "127.0.0.1",
         "TUBELENS_EMBEDDING__GRPC_HOST": "127.0.0.1",
         "TUBELENS_EMBEDDING__GRPC_PORT": "0",
         "TUBELENS_TRAINER__IDLE_S": "3",
-        "TUBELENS_TRAINER__SEED": str(SEED),
         "TUBELENS_PREDICTOR__WORKDIR": str(workdir / "predictor"),
         "TUBELENS_PREDICTOR__API__GRPC_HOST": "127.0.0.1",
         "TUBELENS_PREDICTOR__API__GRPC_PORT": "0",

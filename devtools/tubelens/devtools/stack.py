@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,6 +119,28 @@ def read_state(state_dir: Path) -> StackState | None:
             f"{path} is not a stack state file ({exc!r}); stop what it started and remove it by hand"
         ) from None
     return StackState(state_dir, servers, env)
+
+
+def process_record(name: str, pid: int, ports: dict[str, int], log_path: Path) -> ServerRecord:
+    """A record of any process started in its own process group (`tubelens dev up` records its services so).
+
+    A child caught right after it was spawned may still show an empty command line; the record waits for the real
+    one (a second at most), since a record whose command line never matches would never be stopped."""
+    deadline = time.monotonic() + 1.0
+    cmdline = _cmdline(pid)
+    while not cmdline and pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        cmdline = _cmdline(pid)
+    return ServerRecord(name, pid, dict(ports), cmdline or [], str(log_path))
+
+
+def stop_recorded(record: ServerRecord) -> bool:
+    """Stop a recorded process's group by PID (never a PID now running something else); True if it still ran."""
+    return _stop(record)
+
+
+def recorded_alive(record: ServerRecord) -> bool:
+    return not _pid_reused(record) and pid_alive(record.pid)
 
 
 def _want_torchserve(requested: bool | None) -> bool:

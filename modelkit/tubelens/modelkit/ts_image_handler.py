@@ -51,7 +51,8 @@ def decode(data: bytes, *, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise BadImage(f"too many pixels: {exc}") from None
     except Image.UnidentifiedImageError:
-        raise BadImage(f"not a JPEG, PNG or WebP image (starts {data[:12]!r})") from None
+        # The bytes themselves are not echoed: a fetched body is none of the caller's business.
+        raise BadImage("not a JPEG, PNG or WebP image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"corrupt image header: {exc}") from None
     width, height = image.size

@@ -5,6 +5,7 @@ one worker loop that gives both the same delivery semantics.
 """
 
 from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, dlq_topic
+from tubelens.bus.counted import counted
 from tubelens.bus.worker import Handler, RetryPolicy, Worker
 from tubelens.settings import BusKind, TubelensSettings
 
@@ -33,6 +34,7 @@ __all__ = [
     "Producer",
     "RetryPolicy",
     "Worker",
+    "counted",
     "dlq_topic",
     "open_bus",
     "retry_policy",

@@ -19,6 +19,7 @@ from tubelens import events, metrics
 from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, dlq_topic
 from tubelens.errors import TubelensError
 from tubelens.logs import log_context
+from tubelens.rpc import reason_of
 from tubelens.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class Worker:
                 try:
                     self.handler(message)
                 except Exception as exc:  # noqa: BLE001 - every failure is either retried or dead-lettered
-                    metrics.BUS_FAILED.labels(*labels, type(exc).__name__).inc()
+                    metrics.BUS_FAILED.labels(*labels, reason_of(exc)).inc()
                     if not is_retryable(exc) or attempt == self.retry.max_attempts:
                         self._dead_letter(message, exc, attempt)
                         break
@@ -184,7 +185,7 @@ class Worker:
             key=message.key,
             headers=events.headers_of(envelope),
         )
-        metrics.BUS_DEAD_LETTERED.labels(self.service, message.topic, self.group, type(exc).__name__).inc()
+        metrics.BUS_DEAD_LETTERED.labels(self.service, message.topic, self.group, reason_of(exc)).inc()
         log.error(
             "dead-lettered",
             extra={

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tubelens/v1/common.proto\x12\x0btubelens.v1\"b\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"*\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xd2\x01\n\tErrorInfo\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.tubelens.v1.ErrorReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x36\n\x08metadata\x18\x05 \x03(\x0b\x32$.tubelens.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x8e\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_INPUT\x10\x01\x12\x1a\n\x16\x45RROR_REASON_TOO_LARGE\x10\x02\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x03\x12\x1a\n\x16\x45RROR_REASON_NOT_READY\x10\x04\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x05\x12\x19\n\x15\x45RROR_REASON_CONFLICT\x10\x06\x12\x19\n\x15\x45RROR_REASON_DEADLINE\x10\x07\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tubelens/v1/common.proto\x12\x0btubelens.v1\"b\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"*\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xd6\x01\n\tErrorInfo\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.tubelens.v1.ErrorReason\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x36\n\x08metadata\x18\x05 \x03(\x0b\x32$.tubelens.v1.ErrorInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:\x02\x18\x01*\x8e\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45RROR_REASON_INVALID_INPUT\x10\x01\x12\x1a\n\x16\x45RROR_REASON_TOO_LARGE\x10\x02\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x03\x12\x1a\n\x16\x45RROR_REASON_NOT_READY\x10\x04\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x05\x12\x19\n\x15\x45RROR_REASON_CONFLICT\x10\x06\x12\x19\n\x15\x45RROR_REASON_DEADLINE\x10\x07\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORINFO_METADATAENTRY']._loaded_options = None
   _globals['_ERRORINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORREASON']._serialized_start=399
-  _globals['_ERRORREASON']._serialized_end=669
+  _globals['_ERRORINFO']._loaded_options = None
+  _globals['_ERRORINFO']._serialized_options = b'\030\001'
+  _globals['_ERRORREASON']._serialized_start=403
+  _globals['_ERRORREASON']._serialized_end=673
   _globals['_OBJECTREF']._serialized_start=41
   _globals['_OBJECTREF']._serialized_end=139
   _globals['_MODELSPEC']._serialized_start=141
   _globals['_MODELSPEC']._serialized_end=183
   _globals['_ERRORINFO']._serialized_start=186
-  _globals['_ERRORINFO']._serialized_end=396
+  _globals['_ERRORINFO']._serialized_end=400
   _globals['_ERRORINFO_METADATAENTRY']._serialized_start=349
   _globals['_ERRORINFO_METADATAENTRY']._serialized_end=396
 # @@protoc_insertion_point(module_scope)

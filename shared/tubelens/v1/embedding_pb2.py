@@ -26,7 +26,7 @@ from tubelens.v1 import common_pb2 as tubelens_dot_v1_dot_common__pb2
 from tubelens.v1 import events_pb2 as tubelens_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btubelens/v1/embedding.proto\x12\x0btubelens.v1\x1a\x18tubelens/v1/common.proto\x1a\x18tubelens/v1/events.proto\"A\n\x0c\x45mbedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x15\n\rwith_concepts\x18\x03 \x01(\x08\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"5\n\x0b\x43onceptList\x12&\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x14.tubelens.v1.Concept\"\xa1\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.tubelens.v1.ModelSpec\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12$\n\x07vectors\x18\x04 \x03(\x0b\x32\x13.tubelens.v1.Vector\x12*\n\x08\x63oncepts\x18\x05 \x03(\x0b\x32\x18.tubelens.v1.ConceptList\"\x8b\x01\n\x0eSimilarRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x12\n\x08video_id\x18\x03 \x01(\tH\x00\x12%\n\x06vector\x18\x05 \x01(\x0b\x32\x13.tubelens.v1.VectorH\x00\x12\t\n\x01k\x18\x04 \x01(\r\x12\r\n\x05phash\x18\x06 \x01(\x04\x42\x07\n\x05query\"@\n\x05Match\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\x0enear_duplicate\x18\x03 \x01(\x08\"\x89\x01\n\x0fSimilarResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.tubelens.v1.ModelSpec\x12#\n\x07matches\x18\x03 \x03(\x0b\x32\x12.tubelens.v1.Match\x12\r\n\x05\x65xact\x18\x04 \x01(\x08\x12\x0f\n\x07indexed\x18\x05 \x01(\x04\x32\x90\x01\n\x08\x45mbedder\x12>\n\x05\x45mbed\x12\x19.tubelens.v1.EmbedRequest\x1a\x1a.tubelens.v1.EmbedResponse\x12\x44\n\x07Similar\x12\x1b.tubelens.v1.SimilarRequest\x1a\x1c.tubelens.v1.SimilarResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btubelens/v1/embedding.proto\x12\x0btubelens.v1\x1a\x18tubelens/v1/common.proto\x1a\x18tubelens/v1/events.proto\"A\n\x0c\x45mbedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x15\n\rwith_concepts\x18\x03 \x01(\x08\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"5\n\x0b\x43onceptList\x12&\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x14.tubelens.v1.Concept\"\xa1\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.tubelens.v1.ModelSpec\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12$\n\x07vectors\x18\x04 \x03(\x0b\x32\x13.tubelens.v1.Vector\x12*\n\x08\x63oncepts\x18\x05 \x03(\x0b\x32\x18.tubelens.v1.ConceptList\"\x8b\x01\n\x0eSimilarRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x12\n\x08video_id\x18\x03 \x01(\tH\x00\x12%\n\x06vector\x18\x05 \x01(\x0b\x32\x13.tubelens.v1.VectorH\x00\x12\t\n\x01k\x18\x04 \x01(\r\x12\r\n\x05phash\x18\x06 \x01(\x04\x42\x07\n\x05query\"P\n\x05Match\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\x0enear_duplicate\x18\x03 \x01(\x08\x12\x0e\n\x06\x63osine\x18\x04 \x01(\x01\"\x89\x01\n\x0fSimilarResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.tubelens.v1.ModelSpec\x12#\n\x07matches\x18\x03 \x03(\x0b\x32\x12.tubelens.v1.Match\x12\r\n\x05\x65xact\x18\x04 \x01(\x08\x12\x0f\n\x07indexed\x18\x05 \x01(\x04\x32\x90\x01\n\x08\x45mbedder\x12>\n\x05\x45mbed\x12\x19.tubelens.v1.EmbedRequest\x1a\x1a.tubelens.v1.EmbedResponse\x12\x44\n\x07Similar\x12\x1b.tubelens.v1.SimilarRequest\x1a\x1c.tubelens.v1.SimilarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,9 +44,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIMILARREQUEST']._serialized_start=409
   _globals['_SIMILARREQUEST']._serialized_end=548
   _globals['_MATCH']._serialized_start=550
-  _globals['_MATCH']._serialized_end=614
-  _globals['_SIMILARRESPONSE']._serialized_start=617
-  _globals['_SIMILARRESPONSE']._serialized_end=754
-  _globals['_EMBEDDER']._serialized_start=757
-  _globals['_EMBEDDER']._serialized_end=901
+  _globals['_MATCH']._serialized_end=630
+  _globals['_SIMILARRESPONSE']._serialized_start=633
+  _globals['_SIMILARRESPONSE']._serialized_end=770
+  _globals['_EMBEDDER']._serialized_start=773
+  _globals['_EMBEDDER']._serialized_end=917
 # @@protoc_insertion_point(module_scope)

@@ -61,14 +61,16 @@ class SimilarRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., video_id: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., phash: _Optional[int] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("video_id", "score", "near_duplicate")
+    __slots__ = ("video_id", "score", "near_duplicate", "cosine")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     NEAR_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    COSINE_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     score: float
     near_duplicate: bool
-    def __init__(self, video_id: _Optional[str] = ..., score: _Optional[float] = ..., near_duplicate: _Optional[bool] = ...) -> None: ...
+    cosine: float
+    def __init__(self, video_id: _Optional[str] = ..., score: _Optional[float] = ..., near_duplicate: _Optional[bool] = ..., cosine: _Optional[float] = ...) -> None: ...
 
 class SimilarResponse(_message.Message):
     __slots__ = ("id", "model", "matches", "exact", "indexed")

@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class EmbedderStub:
     """The embedding service's internal API: vectors for images, and nearest thumbnails by cosine similarity.
-    Failures follow predictor.proto: a gRPC status with an ErrorInfo in the `tubelens-error-bin` trailer
-    (an undecodable image is INVALID_ARGUMENT naming the image's index).
+    Failures follow predictor.proto: a gRPC status with the standard rich details (`google.rpc.ErrorInfo`,
+    `google.rpc.BadRequest`, `google.rpc.RequestInfo`) in `grpc-status-details-bin`; an undecodable image is
+    INVALID_ARGUMENT naming the image's index (`images[2]`).
     """
 
     def __init__(self, channel):
@@ -51,18 +52,21 @@ class EmbedderStub:
 
 class EmbedderServicer:
     """The embedding service's internal API: vectors for images, and nearest thumbnails by cosine similarity.
-    Failures follow predictor.proto: a gRPC status with an ErrorInfo in the `tubelens-error-bin` trailer
-    (an undecodable image is INVALID_ARGUMENT naming the image's index).
+    Failures follow predictor.proto: a gRPC status with the standard rich details (`google.rpc.ErrorInfo`,
+    `google.rpc.BadRequest`, `google.rpc.RequestInfo`) in `grpc-status-details-bin`; an undecodable image is
+    INVALID_ARGUMENT naming the image's index (`images[2]`).
     """
 
     def Embed(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One L2-normalized vector per image, in request order, and optionally the top ImageNet concepts.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Similar(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The indexed thumbnails nearest to an image, a vector or a known video, best first by `Match.score`.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -90,8 +94,9 @@ def add_EmbedderServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Embedder:
     """The embedding service's internal API: vectors for images, and nearest thumbnails by cosine similarity.
-    Failures follow predictor.proto: a gRPC status with an ErrorInfo in the `tubelens-error-bin` trailer
-    (an undecodable image is INVALID_ARGUMENT naming the image's index).
+    Failures follow predictor.proto: a gRPC status with the standard rich details (`google.rpc.ErrorInfo`,
+    `google.rpc.BadRequest`, `google.rpc.RequestInfo`) in `grpc-status-details-bin`; an undecodable image is
+    INVALID_ARGUMENT naming the image's index (`images[2]`).
     """
 
     @staticmethod

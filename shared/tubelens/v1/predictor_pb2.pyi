@@ -217,18 +217,20 @@ class FindSimilarRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., query: _Optional[_Union[ImageInput, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
 
 class SimilarVideo(_message.Message):
-    __slots__ = ("video_id", "score", "near_duplicate", "title", "channel_id")
+    __slots__ = ("video_id", "score", "near_duplicate", "title", "channel_id", "cosine")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     NEAR_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    COSINE_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     score: float
     near_duplicate: bool
     title: str
     channel_id: str
-    def __init__(self, video_id: _Optional[str] = ..., score: _Optional[float] = ..., near_duplicate: _Optional[bool] = ..., title: _Optional[str] = ..., channel_id: _Optional[str] = ...) -> None: ...
+    cosine: float
+    def __init__(self, video_id: _Optional[str] = ..., score: _Optional[float] = ..., near_duplicate: _Optional[bool] = ..., title: _Optional[str] = ..., channel_id: _Optional[str] = ..., cosine: _Optional[float] = ...) -> None: ...
 
 class FindSimilarResponse(_message.Message):
     __slots__ = ("id", "model", "matches")
@@ -296,15 +298,67 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("model", "platform", "inputs", "outputs", "labels")
+    __slots__ = ("model", "platform", "inputs", "outputs", "labels", "versions")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     model: ModelVersion
     platform: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., platform: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ..., platform: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServerLiveRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerLiveResponse(_message.Message):
+    __slots__ = ("live",)
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    live: bool
+    def __init__(self, live: _Optional[bool] = ...) -> None: ...
+
+class ServerReadyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerReadyResponse(_message.Message):
+    __slots__ = ("ready", "models")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    models: _containers.RepeatedCompositeFieldContainer[ModelReadiness]
+    def __init__(self, ready: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[ModelReadiness, _Mapping]]] = ...) -> None: ...
+
+class ModelReadiness(_message.Message):
+    __slots__ = ("name", "version", "ready", "detail")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    ready: bool
+    detail: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., ready: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ModelReadyRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: _common_pb2.ModelSpec
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ...) -> None: ...
+
+class ModelReadyResponse(_message.Message):
+    __slots__ = ("ready", "model", "detail")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    model: _common_pb2.ModelSpec
+    detail: str
+    def __init__(self, ready: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...

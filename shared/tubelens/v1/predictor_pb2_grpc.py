@@ -26,9 +26,16 @@ if _version_not_supported:
 
 
 class PredictorStub:
-    """The public API for internal platform teams. Shaped after the Open Inference Protocol: every request carries
-    an id (echoed back, and generated when empty) and an optional model selection; failures are gRPC statuses
-    with an ErrorInfo in the `tubelens-error-bin` trailer.
+    """The public API for internal platform teams. Shaped after the Open Inference Protocol (KServe v2): every request
+    carries an id (echoed back, and generated when empty; also accepted as `x-request-id` metadata) and an optional
+    model selection (`model.name` is the task, `model.version` a loaded version, empty for the promoted one).
+    Failures are gRPC statuses with the standard rich details in `grpc-status-details-bin`: a `google.rpc.ErrorInfo`
+    (domain "tubelens", reason as in `tubelens.v1.ErrorReason`), a `google.rpc.BadRequest` naming the field at fault
+    and a `google.rpc.RequestInfo` with the request id.
+
+    Readiness: the standard `grpc.health.v1` service answers NOT_SERVING for "" and "tubelens.v1.Predictor" until
+    every served task's default version is loaded and warm (ServerReady says which are not), and SERVING for
+    "liveness" as long as the process runs (ServerLive).
     """
 
     def __init__(self, channel):
@@ -72,12 +79,34 @@ class PredictorStub:
                 request_serializer=tubelens_dot_v1_dot_predictor__pb2.GetModelMetadataRequest.SerializeToString,
                 response_deserializer=tubelens_dot_v1_dot_predictor__pb2.ModelMetadata.FromString,
                 _registered_method=True)
+        self.ServerLive = channel.unary_unary(
+                '/tubelens.v1.Predictor/ServerLive',
+                request_serializer=tubelens_dot_v1_dot_predictor__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=tubelens_dot_v1_dot_predictor__pb2.ServerLiveResponse.FromString,
+                _registered_method=True)
+        self.ServerReady = channel.unary_unary(
+                '/tubelens.v1.Predictor/ServerReady',
+                request_serializer=tubelens_dot_v1_dot_predictor__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=tubelens_dot_v1_dot_predictor__pb2.ServerReadyResponse.FromString,
+                _registered_method=True)
+        self.ModelReady = channel.unary_unary(
+                '/tubelens.v1.Predictor/ModelReady',
+                request_serializer=tubelens_dot_v1_dot_predictor__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=tubelens_dot_v1_dot_predictor__pb2.ModelReadyResponse.FromString,
+                _registered_method=True)
 
 
 class PredictorServicer:
-    """The public API for internal platform teams. Shaped after the Open Inference Protocol: every request carries
-    an id (echoed back, and generated when empty) and an optional model selection; failures are gRPC statuses
-    with an ErrorInfo in the `tubelens-error-bin` trailer.
+    """The public API for internal platform teams. Shaped after the Open Inference Protocol (KServe v2): every request
+    carries an id (echoed back, and generated when empty; also accepted as `x-request-id` metadata) and an optional
+    model selection (`model.name` is the task, `model.version` a loaded version, empty for the promoted one).
+    Failures are gRPC statuses with the standard rich details in `grpc-status-details-bin`: a `google.rpc.ErrorInfo`
+    (domain "tubelens", reason as in `tubelens.v1.ErrorReason`), a `google.rpc.BadRequest` naming the field at fault
+    and a `google.rpc.RequestInfo` with the request id.
+
+    Readiness: the standard `grpc.health.v1` service answers NOT_SERVING for "" and "tubelens.v1.Predictor" until
+    every served task's default version is loaded and warm (ServerReady says which are not), and SERVING for
+    "liveness" as long as the process runs (ServerLive).
     """
 
     def PredictPopularity(self, request, context):
@@ -109,20 +138,43 @@ class PredictorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindSimilar(self, request, context):
-        """Nearest thumbnails by cosine similarity of their embeddings.
+        """The indexed thumbnails nearest to a picture, best first by `SimilarVideo.score`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The loaded model versions, of one task or all.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModelMetadata(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One model's inputs, outputs, labels and loaded versions (OIP ModelMetadata). An unknown name is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServerLive(self, request, context):
+        """OIP ServerLive: the server answers calls. True from start-up until shutdown, also while models load.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServerReady(self, request, context):
+        """OIP ServerReady: every served task's default version is loaded and warm, with each task's state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelReady(self, request, context):
+        """OIP ModelReady: one model's version (its default when none is named) is loaded and warm.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -165,6 +217,21 @@ def add_PredictorServicer_to_server(servicer, server):
                     request_deserializer=tubelens_dot_v1_dot_predictor__pb2.GetModelMetadataRequest.FromString,
                     response_serializer=tubelens_dot_v1_dot_predictor__pb2.ModelMetadata.SerializeToString,
             ),
+            'ServerLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServerLive,
+                    request_deserializer=tubelens_dot_v1_dot_predictor__pb2.ServerLiveRequest.FromString,
+                    response_serializer=tubelens_dot_v1_dot_predictor__pb2.ServerLiveResponse.SerializeToString,
+            ),
+            'ServerReady': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServerReady,
+                    request_deserializer=tubelens_dot_v1_dot_predictor__pb2.ServerReadyRequest.FromString,
+                    response_serializer=tubelens_dot_v1_dot_predictor__pb2.ServerReadyResponse.SerializeToString,
+            ),
+            'ModelReady': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelReady,
+                    request_deserializer=tubelens_dot_v1_dot_predictor__pb2.ModelReadyRequest.FromString,
+                    response_serializer=tubelens_dot_v1_dot_predictor__pb2.ModelReadyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'tubelens.v1.Predictor', rpc_method_handlers)
@@ -174,9 +241,16 @@ def add_PredictorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Predictor:
-    """The public API for internal platform teams. Shaped after the Open Inference Protocol: every request carries
-    an id (echoed back, and generated when empty) and an optional model selection; failures are gRPC statuses
-    with an ErrorInfo in the `tubelens-error-bin` trailer.
+    """The public API for internal platform teams. Shaped after the Open Inference Protocol (KServe v2): every request
+    carries an id (echoed back, and generated when empty; also accepted as `x-request-id` metadata) and an optional
+    model selection (`model.name` is the task, `model.version` a loaded version, empty for the promoted one).
+    Failures are gRPC statuses with the standard rich details in `grpc-status-details-bin`: a `google.rpc.ErrorInfo`
+    (domain "tubelens", reason as in `tubelens.v1.ErrorReason`), a `google.rpc.BadRequest` naming the field at fault
+    and a `google.rpc.RequestInfo` with the request id.
+
+    Readiness: the standard `grpc.health.v1` service answers NOT_SERVING for "" and "tubelens.v1.Predictor" until
+    every served task's default version is loaded and warm (ServerReady says which are not), and SERVING for
+    "liveness" as long as the process runs (ServerLive).
     """
 
     @staticmethod
@@ -358,6 +432,87 @@ class Predictor:
             '/tubelens.v1.Predictor/GetModelMetadata',
             tubelens_dot_v1_dot_predictor__pb2.GetModelMetadataRequest.SerializeToString,
             tubelens_dot_v1_dot_predictor__pb2.ModelMetadata.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServerLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tubelens.v1.Predictor/ServerLive',
+            tubelens_dot_v1_dot_predictor__pb2.ServerLiveRequest.SerializeToString,
+            tubelens_dot_v1_dot_predictor__pb2.ServerLiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServerReady(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tubelens.v1.Predictor/ServerReady',
+            tubelens_dot_v1_dot_predictor__pb2.ServerReadyRequest.SerializeToString,
+            tubelens_dot_v1_dot_predictor__pb2.ServerReadyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelReady(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tubelens.v1.Predictor/ModelReady',
+            tubelens_dot_v1_dot_predictor__pb2.ModelReadyRequest.SerializeToString,
+            tubelens_dot_v1_dot_predictor__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -251,15 +251,19 @@ class Catalogue:
         upcoming_fraction: float = 0.1,
         upcoming_days: float = 7.0,
         faults: InputFaults = InputFaults(),
+        channels_per_genre: int = 3,
     ) -> Catalogue:
         """`upcoming_fraction` of each channel's videos are published in the `upcoming_days` after `now`, so that
-        advancing the clock reveals new uploads; the rest spread over the `span_days` before `now`."""
-        if channels < 1 or videos_per_channel < 1:
-            raise InvalidInput("a catalogue needs at least one channel and one video per channel")
+        advancing the clock reveals new uploads; the rest spread over the `span_days` before `now`.
+
+        Channels share genres, `channels_per_genre` to a genre (at least two genres, at most one per category): a
+        model judged on held-out channels must meet genres it saw on other channels, or genre cannot be trained."""
+        if channels < 1 or videos_per_channel < 1 or channels_per_genre < 1:
+            raise InvalidInput("a catalogue needs at least one channel, one video per channel, one channel per genre")
         if now.tzinfo is None:
             raise InvalidInput("`now` must be timezone-aware")
         now = now.astimezone(UTC).replace(microsecond=0)
-        made = _channels(seed, channels, now)
+        made = _channels(seed, channels, now, channels_per_genre)
         videos = [
             video
             for channel in made
@@ -352,10 +356,11 @@ def _youtube_id(rng: random.Random, n_bytes: int, n_chars: int) -> str:
     return base64.urlsafe_b64encode(rng.randbytes(n_bytes)).decode()[:n_chars]
 
 
-def _channels(seed: int, count: int, now: datetime) -> list[Channel]:
+def _channels(seed: int, count: int, now: datetime, per_genre: int) -> list[Channel]:
     rng = _rng(seed, "channels")
     categories = list(PROFILES)
     rng.shuffle(categories)
+    categories = categories[: min(len(categories), max(2, math.ceil(count / per_genre)))]
     ranks = rng.sample(range(count), count)  # subscriber ranks: stratified so every catalogue spans the range
     hue_slots = rng.sample(range(count), count)
     hue_offset = rng.random()

@@ -238,6 +238,21 @@ class FakeYouTube:
         """The media URL with the base filled in and {video_id} left for the caller."""
         return MEDIA_URL_TEMPLATE.replace("{base}", self.base_url)
 
+    def env(self, api_key: str = "dev-key") -> dict[str, str]:
+        """The TUBELENS_* settings that point the pipeline at this stand-in: the crawler's addresses and channels, the
+        preprocessor's allowed host, and a trainer threshold this catalogue reaches (80 % of its visible videos
+        labelled: a few bad inputs never are, and the trainer's default of 500 is more than a stand-in holds)."""
+        visible = len(self.catalogue.visible(self.now()))
+        return {
+            "TUBELENS_CRAWLER__API_KEY": api_key,
+            "TUBELENS_CRAWLER__API_BASE": self.api_base,
+            "TUBELENS_CRAWLER__RSS_BASE": self.feed_url,
+            "TUBELENS_CRAWLER__MEDIA_URL_TEMPLATE": self.media_url_template,
+            "TUBELENS_CRAWLER__CHANNELS": ",".join(channel.id for channel in self.catalogue.channels),
+            "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS": self._address[0],
+            "TUBELENS_TRAINER__NEW_LABELS": str(max(1, int(0.8 * visible))),
+        }
+
     # clock
 
     def now(self) -> datetime:

@@ -23,6 +23,7 @@ from tubelens.crawler.settings import CrawlerSettings
 from tubelens.crawler.state import CrawlerState
 from tubelens.crawler.youtube import YouTubeClient, parse_time
 from tubelens.errors import TubelensError
+from tubelens.rpc import reason_of
 from tubelens.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Crawler:
             report.quota_exhausted = True
             log.warning("quota exhausted", extra={"phase": name, "error": exc.message})
         except TubelensError as exc:
-            PHASE_FAILURES.labels(name, type(exc).__name__).inc()
+            PHASE_FAILURES.labels(name, reason_of(exc)).inc()
             report.errors.append(f"{name}: {exc.message}")
             log.error("crawl phase failed", extra={"phase": name, "error": exc.message})
 

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from tubelens.bus import open_bus
+from tubelens.bus import counted, open_bus
 from tubelens.crawler.crawler import Crawler
 from tubelens.crawler.quota import QuotaBudget
 from tubelens.crawler.settings import CrawlerServiceSettings
@@ -40,9 +40,10 @@ def build_crawler(settings: CrawlerServiceSettings, producer, clock=time.time) -
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(CrawlerServiceSettings)
     configure_logging(settings.service, settings.log_level)
-    metrics = serve_metrics(settings.metrics_port)
+    metrics = serve_metrics(settings.metrics_port, service=settings.service)
+    log.info("metrics listening", extra={"port": metrics.port})
     bus = open_bus(settings)
-    producer = bus.producer()
+    producer = counted(bus.producer(), settings.service)
     crawler, state = build_crawler(settings, producer)
     stop = threading.Event()
     on_stop_signals(stop.set)

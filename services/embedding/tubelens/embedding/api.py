@@ -78,7 +78,9 @@ class EmbedderService(embedding_pb2_grpc.EmbedderServicer):
             id=current_request_id(),
             model=self.backbone.model,
             matches=[
-                embedding_pb2.Match(video_id=m.video_id, score=m.score, near_duplicate=m.near_duplicate)
+                embedding_pb2.Match(
+                    video_id=m.video_id, score=m.score, near_duplicate=m.near_duplicate, cosine=m.cosine
+                )
                 for m in matches
             ],
             exact=self.index.exact,

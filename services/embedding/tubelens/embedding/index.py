@@ -75,8 +75,10 @@ QUERY_SECONDS = Histogram(
 @dataclass(frozen=True)
 class Match:
     video_id: str
-    score: float  # cosine similarity, 1.0 for the same direction
+    # What matches are ordered by: the cosine, less the hash penalty when the query's perceptual hash is known.
+    score: float
     near_duplicate: bool
+    cosine: float  # cosine similarity, 1.0 for the same direction
 
 
 class _ReadWriteLock:
@@ -400,18 +402,19 @@ class SimilarityIndex:
             slots, scores = self._exact_top(unit, pool, skip)
         else:
             slots, scores = self._approximate_top(unit, pool, skip)
+        # The penalty applies whenever the query's hash is known, whatever k: one pair always gets one score.
+        reranked = phash != UNKNOWN_PHASH
         matches = [
             Match(
                 video_id=self._ids[slot],
-                score=score,
+                score=score - self._phash_penalty(phash, slot) if reranked else score,
                 near_duplicate=self.near_duplicate.judge(score, phash, int(self._phashes[slot])),
+                cosine=score,
             )
             for slot, score in zip(slots.tolist(), scores.tolist(), strict=True)
         ]
-        if pool > k:
-            penalties = [self._phash_penalty(phash, slot) for slot in slots.tolist()]
-            order = sorted(range(len(matches)), key=lambda i: matches[i].score - penalties[i], reverse=True)
-            matches = [matches[i] for i in order[:k]]
+        if reranked:  # reported by the score they are ordered by, the raw cosine beside it
+            matches = sorted(matches, key=lambda match: match.score, reverse=True)[:k]
         QUERY_SECONDS.labels(path=path).observe(time.perf_counter() - started)
         return matches
 

@@ -40,7 +40,9 @@ class HeadInfo:
         with zipfile.ZipFile(archive) as mar:
             names = [name for name in mar.namelist() if Path(name).name == HEAD_CONFIG]
             if not names:
-                raise InvalidInput(f"{archive.name} holds no {HEAD_CONFIG}: not a head archive", field="model")
+                raise InvalidInput(
+                    f"{archive.name} holds no {HEAD_CONFIG}: not a head archive", field="model.version"
+                )
             config = json.loads(mar.read(names[0]))
         mean = np.asarray(config.get("standardizer", {}).get("mean", []), dtype=np.float32)
         return cls(config.get("feature_set", ""), int(config.get("input_dim", 0)), mean, config)

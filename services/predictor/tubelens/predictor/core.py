@@ -105,10 +105,11 @@ class Score:
 @dataclass(frozen=True)
 class SimilarVideo:
     video_id: str
-    score: float
+    score: float  # what the matches are ordered by: the cosine less the perceptual-hash penalty, when known
     near_duplicate: bool
     title: str
     channel_id: str
+    cosine: float  # the embeddings' cosine similarity alone
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class ModelMetadata:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     labels: list[str]
+    versions: list[str]  # every loaded version of the model, the default first
 
 
 class PredictorCore:
@@ -188,7 +190,7 @@ class PredictorCore:
     def _popularity(
         self, images: list[Image.Image], video: VideoContext, version: str | None
     ) -> tuple[Prediction, VideoFacts]:
-        served = version or self.default_version(POPULARITY)
+        served = self.loaded_version(POPULARITY, version)
         head = self.head_info(POPULARITY, served)
         known = self.catalogue().channel_subscribers.get(video.channel_id) if video.channel_id else None
         facts = facts_for(
@@ -280,6 +282,7 @@ class PredictorCore:
                     match.near_duplicate,
                     known.title if known else "",
                     known.channel_id if known else "",
+                    match.cosine,
                 )
             )
         return Answer(ModelRef(found.model.name, found.model.version), matches)
@@ -292,22 +295,47 @@ class PredictorCore:
     def metadata(self, task: str, version: str | None = None) -> ModelMetadata:
         if not task:
             raise InvalidInput("name the model (its task)", field="model.name")
-        version = version or self.default_version(task)
-        served = [m for m in self.manager.models(task) if m.version == version]
-        if not served:
-            raise NotFound(f"model {task!r} version {version!r} is not loaded", field="model")
+        self.check_known(task)
+        version = self.loaded_version(task, version)
+        loaded = self.manager.models(task)
+        served = [m for m in loaded if m.version == version]
         head = self.head_info(task, version)
         return ModelMetadata(
             model=served[0],
             inputs=_input_specs(task, head),
             outputs=_output_specs(head),
             labels=list(head.config.get("labels") or head.config.get("bucket_names") or []),
+            versions=[m.version for m in sorted(loaded, key=lambda m: not m.is_default)],
         )
+
+    def served_tasks(self) -> list[str]:
+        """The tasks this predictor is configured to serve, whether or not a version is loaded yet."""
+        return [status.task for status in self.manager.status()]
+
+    def check_known(self, task: str) -> None:
+        """NotFound for a model name this predictor does not serve at all (not: serves, but has nothing loaded)."""
+        if task not in self.served_tasks():
+            known = ", ".join(self.served_tasks()) or "none"
+            raise NotFound(f"model {task!r} is unknown here; the models served are: {known}", field="model.name")
+
+    def loaded_version(self, task: str, version: str | None) -> str:
+        """`version` if it is loaded, else NotFound naming what is; None: the default version."""
+        if version is None:
+            return self.default_version(task)
+        loaded = [m.version for m in self.manager.models(task)]
+        if version not in loaded:
+            raise NotFound(
+                f"model {task!r} has no version {version!r} loaded; loaded: {', '.join(loaded) or 'none'}",
+                field="model.version",
+            )
+        return version
 
     def default_version(self, task: str) -> str:
         version = self.manager.default_version(task)
         if version is None:
-            raise NotFound(f"no {task} model is served yet: none has been promoted", field="model")
+            self.check_known(task)
+            why = next((status.detail for status in self.manager.status() if status.task == task), "")
+            raise NotFound(f"no {task} model is loaded yet{f': {why}' if why else ''}", field="model.name")
         return version
 
     def head_info(self, task: str, version: str) -> HeadInfo:
@@ -365,9 +393,14 @@ def _views(log10_views_plus_one: float) -> float:
 
 def _input_specs(task: str, head: HeadInfo) -> list[TensorSpec]:
     if task == GENRE:
-        bands = int(head.config.get("audio_bands", -1))
+        bands = audio_bands(head)
         return [TensorSpec("frames", "FP32", [-1, EMBEDDING_DIM]), TensorSpec("audio", "FP32", [-1, bands])]
     return [TensorSpec("features", "FP32", [-1, head.input_dim])]
+
+
+def audio_bands(head: HeadInfo) -> int:
+    """The audio features per second a genre model reads (its head.json's architecture); -1 when it has none."""
+    return int(head.config.get("architecture", {}).get("audio_bands", -1))
 
 
 def _output_specs(head: HeadInfo) -> list[TensorSpec]:

@@ -2,52 +2,38 @@
 
 Each RPC resolves its pictures (`inputs`: bytes, an allowlisted URL or a known video), turns the request's messages
 into the core's plain values, calls `PredictorCore`, and turns its answer into the response message. Errors are typed
-(tubelens.errors) and the shared interceptor turns them into gRPC codes; nothing here speaks in status codes.
+(tubelens.errors) and the shared interceptor turns them into gRPC codes; nothing here speaks in status codes. Each
+RPC names its task first and the version that answered last (`annotate`): the interceptor counts every call under
+them (`metrics.record_request`), a request refused before any model ran included.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
-from prometheus_client import Counter, Histogram
 
-from tubelens.errors import InvalidInput, NotFound, TubelensError
-from tubelens.metrics import LATENCY_BUCKETS
+from tubelens.errors import InvalidInput, NotFound
 from tubelens.predictor import core
 from tubelens.predictor.core import CHANNEL, GENRE, POPULARITY, SIMILARITY, Answer, PredictorCore
 from tubelens.predictor.inputs import ImageResolver, too_many
 from tubelens.predictor.models import ServedModel
-from tubelens.rpc import current_request_id
+from tubelens.predictor.readiness import ModelState, Readiness
+from tubelens.rpc import annotate, current_request_id
 from tubelens.v1 import common_pb2, predictor_pb2, predictor_pb2_grpc
-
-REQUESTS = Counter(
-    "tubelens_predictor_requests_total",
-    "Predictor RPCs by the model version that answered and outcome",
-    ["rpc", "task", "version", "outcome"],
-)
-REQUEST_SECONDS = Histogram(
-    "tubelens_predictor_request_seconds",
-    "Predictor RPC latency by the model version that answered",
-    ["rpc", "task", "version"],
-    buckets=LATENCY_BUCKETS,
-)
 
 
 class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
-    def __init__(self, core: PredictorCore, images: ImageResolver) -> None:
+    def __init__(self, core: PredictorCore, images: ImageResolver, readiness: Readiness) -> None:
         self.core = core
         self.images = images
+        self.readiness = readiness
 
     def PredictPopularity(self, request, context) -> predictor_pb2.PredictPopularityResponse:  # noqa: N802
         version = _selected(request.model, POPULARITY)
         image = self.images.image(request.thumbnail, "thumbnail")
-        with _observed("PredictPopularity", POPULARITY) as record:
-            answer = record(self.core.popularity(image, _context(request.context), version))
+        answer = _answered(self.core.popularity(image, _context(request.context), version))
         return predictor_pb2.PredictPopularityResponse(
             id=current_request_id(), model=_spec(answer), popularity=_popularity(answer.value)
         )
@@ -58,8 +44,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             raise InvalidInput("give at least two candidates to compare", field="candidates")
         too_many(len(request.candidates), self.core.limits.max_candidates, "candidates")
         images = [self.images.image(c.image, f"candidates[{i}].image") for i, c in enumerate(request.candidates)]
-        with _observed("CompareThumbnails", POPULARITY) as record:
-            answer = record(self.core.compare(images, _context(request.context), version))
+        answer = _answered(self.core.compare(images, _context(request.context), version))
         ranked = [
             predictor_pb2.RankedCandidate(
                 rank=r.rank,
@@ -75,8 +60,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
     def ClassifyChannel(self, request, context) -> predictor_pb2.ClassifyChannelResponse:  # noqa: N802
         version = _selected(request.model, CHANNEL)
         image = self.images.image(request.thumbnail, "thumbnail")
-        with _observed("ClassifyChannel", CHANNEL) as record:
-            answer = record(self.core.channel(image, request.top_k, version))
+        answer = _answered(self.core.channel(image, request.top_k, version))
         channels = [
             predictor_pb2.ChannelScore(channel_id=s.label, channel_title=s.name, probability=s.probability)
             for s in answer.value
@@ -93,8 +77,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
             call = lambda: self.core.genre_of_frames(frames, audio, request.top_k, version)  # noqa: E731
         else:
             raise InvalidInput("give a video_id or frames", field="source")
-        with _observed("PredictGenre", GENRE) as record:
-            answer = record(call())
+        answer = _answered(call())
         genres = [
             predictor_pb2.GenreScore(category_id=s.label, name=s.name, probability=s.probability) for s in answer.value
         ]
@@ -111,14 +94,14 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
         return images, _audio(sent)
 
     def FindSimilar(self, request, context) -> predictor_pb2.FindSimilarResponse:  # noqa: N802
+        annotate(task=SIMILARITY)
         query, k = request.query, request.k or 10
         if query.WhichOneof("source") == "video_id":
             call = lambda: self.core.similar_to_video(query.video_id, k, current_request_id())  # noqa: E731
         else:
             image = self.images.image(query, "query")
             call = lambda: self.core.similar_to_image(image, k, current_request_id())  # noqa: E731
-        with _observed("FindSimilar", SIMILARITY) as record:
-            answer = record(call())
+        answer = _answered(call())
         matches = [
             predictor_pb2.SimilarVideo(
                 video_id=m.video_id,
@@ -126,6 +109,7 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
                 near_duplicate=m.near_duplicate,
                 title=m.title,
                 channel_id=m.channel_id,
+                cosine=m.cosine,
             )
             for m in answer.value
         ]
@@ -136,35 +120,44 @@ class PredictorServicer(predictor_pb2_grpc.PredictorServicer):
 
     def GetModelMetadata(self, request, context) -> predictor_pb2.ModelMetadata:  # noqa: N802
         found = self.core.metadata(request.model.name, request.model.version or None)
+        annotate(task=found.model.task, version=found.model.version)
         return predictor_pb2.ModelMetadata(
             model=_version(found.model),
             platform=found.model.platform,
             inputs=[_tensor(spec) for spec in found.inputs],
             outputs=[_tensor(spec) for spec in found.outputs],
             labels=found.labels,
+            versions=found.versions,
+        )
+
+    def ServerLive(self, request, context) -> predictor_pb2.ServerLiveResponse:  # noqa: N802
+        return predictor_pb2.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request, context) -> predictor_pb2.ServerReadyResponse:  # noqa: N802
+        states = self.readiness.states()
+        return predictor_pb2.ServerReadyResponse(
+            ready=bool(states) and all(state.ready for state in states), models=[_readiness(s) for s in states]
+        )
+
+    def ModelReady(self, request, context) -> predictor_pb2.ModelReadyResponse:  # noqa: N802
+        if not request.model.name:
+            raise InvalidInput("name the model (its task)", field="model.name")
+        state = self.readiness.model(request.model.name, request.model.version or None)
+        return predictor_pb2.ModelReadyResponse(
+            ready=state.ready, model=common_pb2.ModelSpec(name=state.task, version=state.version), detail=state.detail
         )
 
 
-@contextmanager
-def _observed(rpc: str, task: str) -> Iterator[Callable[[Answer], Answer]]:
-    """Count and time one model call under the version that answered it."""
-    started, answered = time.perf_counter(), ["unknown"]
-
-    def record(answer: Answer) -> Answer:
-        answered[0] = answer.model.version or "unknown"
-        return answer
-
-    try:
-        yield record
-    except TubelensError as exc:
-        REQUESTS.labels(rpc, task, answered[0], type(exc).__name__).inc()
-        raise
-    REQUESTS.labels(rpc, task, answered[0], "ok").inc()
-    REQUEST_SECONDS.labels(rpc, task, answered[0]).observe(time.perf_counter() - started)
+def _answered(answer: Answer) -> Answer:
+    """Name the version that answered, for the request metrics."""
+    annotate(version=answer.model.version or "none")
+    return answer
 
 
 def _selected(spec: common_pb2.ModelSpec, task: str) -> str | None:
-    """The version a request asks for (None: the promoted one). A model name must be the RPC's task."""
+    """The version a request asks for (None: the promoted one). A model name must be the RPC's task; the call is
+    labelled with it from here on, so that even a refused request is counted under its task."""
+    annotate(task=task)
     if spec.name and spec.name != task:
         raise NotFound(f"model {spec.name!r} does not answer this call; it is served by {task!r}", field="model.name")
     return spec.version or None
@@ -226,6 +219,12 @@ def _version(model: ServedModel) -> predictor_pb2.ModelVersion:
         metrics={k: float(v) for k, v in model.metrics.items() if isinstance(v, int | float)},
         dataset_snapshot_id=model.snapshot_id,
         trained_at=trained_at,
+    )
+
+
+def _readiness(state: ModelState) -> predictor_pb2.ModelReadiness:
+    return predictor_pb2.ModelReadiness(
+        name=state.task, version=state.version, ready=state.ready, detail=state.detail
     )
 
 

@@ -102,7 +102,7 @@ class InProcessRuntime:
         with self._lock:
             loaded = self._versions.pop((task, version), None)
         if loaded is None:
-            raise NotFound(f"{task} {version} is not loaded in process", field="version")
+            raise NotFound(f"{task} {version} is not loaded in process", field="model.version")
         with loaded.lock:  # a call in progress finishes first
             _discard(loaded)
         log.info("version unloaded from process", extra={"task": task, "version": version})
@@ -124,7 +124,7 @@ class InProcessRuntime:
         with self._lock:
             loaded = self._versions.get((task, version))
         if loaded is None:
-            raise NotFound(f"{task} {version} is not loaded in process", field="version")
+            raise NotFound(f"{task} {version} is not loaded in process", field="model.version")
         return loaded
 
     def _import(self, task: str, version: str, archive: Path) -> _Version:

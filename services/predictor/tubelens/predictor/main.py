@@ -3,6 +3,10 @@
 One process holds: the model manager over a runtime (TorchServe, or in-process for the embedded demo), the image
 backbone and the catalogue of known videos, the gRPC server, and a bus worker on `models.trained`. Every replica
 consumes that topic in its own consumer group (`predictor-<hostname>`), because every replica must swap, not one.
+
+Start-up order: the gRPC server first, NOT_SERVING (its "liveness" health and ServerLive answer at once); then each
+task's production version is loaded and warmed (`readiness`); then health turns SERVING. The bus worker's first
+`models.trained` waits for that, so a swap never races the initial load.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import argparse
 import io
 import logging
 import socket
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -20,7 +25,7 @@ from PIL import Image
 
 from tubelens import events
 from tubelens.bus import Message
-from tubelens.errors import InvalidInput, NotFound, TooLarge, Unavailable
+from tubelens.errors import InvalidInput, NotFound, TubelensError, Unavailable
 from tubelens.fetch import Fetcher
 from tubelens.modelkit.backbone import Backbone
 from tubelens.modelkit.registry import ModelRegistry
@@ -30,11 +35,13 @@ from tubelens.predictor.core import Limits, PredictorCore
 from tubelens.predictor.factory import open_runtime
 from tubelens.predictor.grpc_api import PredictorServicer
 from tubelens.predictor.inputs import ImageLimits, ImageResolver
+from tubelens.predictor.metrics import record_request
 from tubelens.predictor.models import ModelManager
+from tubelens.predictor.readiness import Readiness
 from tubelens.predictor.runtime import ModelRuntime
 from tubelens.predictor.settings import PredictorServiceSettings, PredictorSettings
 from tubelens.predictor.swap import swap_handler
-from tubelens.rpc import RpcServer, serve
+from tubelens.rpc import RpcServer, serve, typed_error
 from tubelens.service import Runtime, run_worker_service
 from tubelens.settings import load_settings
 from tubelens.v1 import embedding_pb2, embedding_pb2_grpc, predictor_pb2_grpc
@@ -68,15 +75,32 @@ class PredictorApp:
     core: PredictorCore
     servicer: PredictorServicer
     catalogue: CatalogueHolder
+    readiness: Readiness
     on_trained: Callable[[Message], None]
+    servers: list[RpcServer] = field(default_factory=list)
+    loaded: threading.Event = field(default_factory=threading.Event)
 
     def __call__(self, message: Message) -> None:
+        self.loaded.wait()  # a swap must not race the initial load
         self.on_trained(message)
         self.catalogue.refresh(events.decode(message.value).model_trained.dataset_snapshot_id)
+        self.readiness.warm_defaults()
+
+    def load(self) -> None:
+        """Load each task's production version and warm it; health turns SERVING once all are warm."""
+        try:
+            self.manager.start(self.settings.tasks)
+            for status in self.manager.status():
+                extra = {"task": status.task, "version": status.version, "detail": status.detail}
+                log.info("model status", extra=extra)
+            self.readiness.warm_defaults()
+        finally:
+            self.loaded.set()  # whatever happened: a promoted version arriving later may still bring a task up
 
     def serve(self, *, host: str | None = None, port: int | None = None) -> RpcServer:
+        """Start the gRPC server, SERVING only if every task is already warm (it follows readiness from then on)."""
         api = self.settings.api
-        return serve(
+        server = serve(
             "predictor",
             [(predictor_pb2_grpc.add_PredictorServicer_to_server, self.servicer)],
             service_names=[GRPC_SERVICE],
@@ -84,7 +108,15 @@ class PredictorApp:
             port=api.grpc_port if port is None else port,
             workers=api.workers,
             max_message_bytes=api.max_candidates * api.max_image_bytes + 1024 * 1024,
+            serving=self.readiness.ready,
+            observers=[record_request],
         )
+        self.servers.append(server)
+        return server
+
+    def set_serving(self, ready: bool) -> None:
+        for server in self.servers:
+            server.set_serving(ready)
 
     def close(self) -> None:
         self.manager.runtime.close()
@@ -98,15 +130,26 @@ def build_app(
     embed: Callable[[list[Image.Image]], np.ndarray] | None = None,
     similar: Callable[[embedding_pb2.SimilarRequest], embedding_pb2.SimilarResponse] | None = None,
 ) -> PredictorApp:
-    """Load the promoted models and the catalogue; `embed` and `similar` default to an in-process backbone and the
-    embedding service at `settings.api.embedding_address`."""
+    """`open_app`, then load and warm the promoted models before returning."""
+    app = open_app(settings, store, runtime=runtime, embed=embed, similar=similar)
+    app.load()
+    return app
+
+
+def open_app(
+    settings: PredictorSettings,
+    store: ObjectStore,
+    *,
+    runtime: ModelRuntime | None = None,
+    embed: Callable[[list[Image.Image]], np.ndarray] | None = None,
+    similar: Callable[[embedding_pb2.SimilarRequest], embedding_pb2.SimilarResponse] | None = None,
+) -> PredictorApp:
+    """Everything but the models: the catalogue, the backbone, the core and its gRPC adapter. `embed` and `similar`
+    default to an in-process backbone and the embedding service at `settings.api.embedding_address`."""
     registry = ModelRegistry(store)
     manager = ModelManager(
         registry, runtime or open_runtime(settings), settings.workdir, drain_timeout_s=settings.drain_timeout_s
     )
-    manager.start(settings.tasks)
-    for status in manager.status():
-        log.info("model status", extra={"task": status.task, "version": status.version, "detail": status.detail})
     api = settings.api
     catalogue = CatalogueHolder(store)
     fetcher = (
@@ -135,7 +178,13 @@ def build_app(
             max_frames=api.max_frames,
         ),
     )
-    return PredictorApp(settings, manager, core, PredictorServicer(core, images), catalogue, swap_handler(manager))
+    holder: list[PredictorApp] = []
+    readiness = Readiness(core, on_change=lambda ready: holder[0].set_serving(ready) if holder else None)
+    app = PredictorApp(
+        settings, manager, core, PredictorServicer(core, images, readiness), catalogue, readiness, swap_handler(manager)
+    )
+    holder.append(app)
+    return app
 
 
 def backbone_embedder(backbone: Backbone) -> Callable[[list[Image.Image]], np.ndarray]:
@@ -157,16 +206,27 @@ def embedding_similar(
     return similar
 
 
-def _typed(exc: grpc.RpcError, address: str) -> Exception:
-    code, details = exc.code(), exc.details() or ""
-    by_code = {
-        grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
-        grpc.StatusCode.NOT_FOUND: NotFound,
-        grpc.StatusCode.RESOURCE_EXHAUSTED: TooLarge,
-    }
-    if code in by_code:
-        return by_code[code](details)
-    return Unavailable(f"the embedding service at {address} answered {code.name}: {details}")
+# What the embedding service may say about the caller's own request: passed on as it is, field path included.
+_CALLERS_FAULT = (InvalidInput, NotFound)
+
+
+def _typed(exc: grpc.RpcError, address: str) -> TubelensError:
+    """The embedding service's typed error when the request was at fault; otherwise Unavailable, saying nothing of
+    where the service is or how the connection failed (that goes to the log)."""
+    typed = typed_error(exc)
+    if isinstance(typed, _CALLERS_FAULT):  # TooLarge is an InvalidInput
+        return typed
+    log.warning(
+        "embedding service call failed", extra={"address": address, "code": exc.code().name, "error": exc.details()}
+    )
+    return Unavailable("the similarity index is unavailable; try again later")
+
+
+def _load(app: PredictorApp) -> None:
+    try:
+        app.load()
+    except Exception:  # noqa: BLE001 - the server stays up and NOT_SERVING; ServerReady and the log say why
+        log.exception("loading the models failed; the predictor stays not ready")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,13 +234,15 @@ def run(args: argparse.Namespace) -> int:
     apps: list[PredictorApp] = []
 
     def build(runtime: Runtime) -> PredictorApp:
-        app = build_app(settings.predictor, runtime.objects)
+        app = open_app(settings.predictor, runtime.objects)
         apps.append(app)
         return app
 
     def start(runtime: Runtime, handler: PredictorApp) -> list[RpcServer]:
         server = handler.serve()
-        log.info("predictor listening", extra={"port": server.port})
+        log.info("predictor listening", extra={"port": server.port, "ready": handler.readiness.ready})
+        # Loading and warming take seconds to minutes: beside the worker, which waits for it before any swap.
+        threading.Thread(target=_load, args=(handler,), name="predictor-load", daemon=True).start()
         return [server]
 
     try:

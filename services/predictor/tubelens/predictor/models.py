@@ -31,6 +31,7 @@ from tubelens.logs import log_context
 from tubelens.modelkit.registry import ModelRegistry, RegistryEntry
 from tubelens.predictor.metrics import DEFAULT_VERSION, INFERENCE_ERRORS, INFERENCE_SECONDS, MODEL_SWAPS
 from tubelens.predictor.runtime import Body, ModelRuntime
+from tubelens.rpc import reason_of
 from tubelens.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class SwapFailed(TubelensError):
     """A promoted version could not replace the default; the old one still serves. Retryable when its cause is."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message, field="version")
+        super().__init__(message, field="model.version")
         self.retryable = retryable
 
 
@@ -145,7 +146,7 @@ class ModelManager:
         try:
             rows = self.runtime.predict(task, chosen, body)
         except Exception as exc:
-            INFERENCE_ERRORS.labels(task, chosen, type(exc).__name__).inc()
+            INFERENCE_ERRORS.labels(task, chosen, reason_of(exc)).inc()
             raise
         finally:
             INFERENCE_SECONDS.labels(task, chosen, self.runtime.platform).observe(time.perf_counter() - started)
@@ -208,10 +209,12 @@ class ModelManager:
         with self._changes:
             with self._lock:
                 if self._state.default.get(task) == version:
-                    raise Conflict(f"{task} {version} is the default version; promote another first", field="version")
+                    raise Conflict(
+                        f"{task} {version} is the default version; promote another first", field="model.version"
+                    )
                 served = self._state.served.pop((task, version), None)
             if served is None:
-                raise NotFound(f"{task} {version} is not loaded", field="version")
+                raise NotFound(f"{task} {version} is not loaded", field="model.version")
             self._retire(task, version, served)
 
     # --- internals --------------------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ class ModelManager:
             chosen = version or self._state.default.get(task)
             served = self._state.served.get((task, chosen)) if chosen else None
             if served is None or chosen is None:
-                raise NotFound(self._not_served(task, version), field="model")
+                raise NotFound(self._not_served(task, version), field="model.version" if version else "model.name")
             served.in_flight += 1
             return chosen, served
 

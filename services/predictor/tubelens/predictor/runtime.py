@@ -106,9 +106,9 @@ def error_for_status(status: int, message: str, *, what: str) -> TubelensError:
     """The typed error for a model server's error status; `message` is the server's (the handler's, for a 400)."""
     text = f"{what}: {message}"
     if status == 404:
-        return NotFound(text, field="model")
+        return NotFound(text, field="model.version")
     if status in (403, 409):  # TorchServe: 403 refuses to remove a default version, 409 a duplicate version
-        return Conflict(text, field="model")
+        return Conflict(text, field="model.version")
     if status == 413:
         return TooLarge(text)
     if 400 <= status < 500:

@@ -80,7 +80,7 @@ class TorchServeRuntime:
             raise InvalidInput(
                 f"{archive.name} was packaged as version {declared!r}, not {version!r}: TorchServe would serve it "
                 "under the wrong version",
-                field="version",
+                field="model.version",
             )
         if self._registered(task, version):
             # A predictor restarted beside a TorchServe that kept running: the version is there already.

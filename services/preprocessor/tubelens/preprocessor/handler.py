@@ -14,7 +14,6 @@ before the retry.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from tubelens.preprocessor.frames import extract_frames, store_frames
 from tubelens.preprocessor.media import HEAD_BYTES, sniff_media
 from tubelens.preprocessor.settings import PreprocessorSettings
 from tubelens.preprocessor.thumbnails import choose_thumbnail, prepare_thumbnail, store_thumbnail
+from tubelens.rpc import reason_of
 from tubelens.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class PreprocessorHandler:
                     process(video, envelope.trace_id)
                 except (InvalidInput, NotFound) as exc:
                     # The input's fault, not ours or a dependency's: the other part still gets its turn.
-                    REJECTED.labels(part, _snake_case(type(exc).__name__)).inc()
+                    REJECTED.labels(part, reason_of(exc)).inc()
                     failures.append((part, exc))
             if failures:
                 raise _combined(failures)
@@ -204,6 +204,3 @@ def _combined(failures: list[tuple[str, InvalidInput | NotFound]]) -> InvalidInp
     first = failures[0][1]
     return type(first)("; ".join(f"{part}: {exc.message}" for part, exc in failures), field=first.field)
 
-
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

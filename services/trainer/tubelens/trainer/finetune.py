@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 import warnings
@@ -55,6 +56,7 @@ from tubelens.modelkit.preprocess import (
 )
 from tubelens.modelkit.ts_image_handler import CONFIG_FILE, KIND, MODEL_FILE, RESAMPLE
 from tubelens.objects import ObjectStore
+from tubelens.progress import StageProgress
 from tubelens.trainer.metrics import encode
 
 ALL_BLOCKS = len(STAGES) + 2  # the stem, every MBConv stage and the head conv
@@ -415,8 +417,9 @@ def _random_box(rng: np.random.Generator, size: int, min_area: float) -> tuple[f
 
 
 def _progress(quiet: bool) -> Progress:
-    """A bar per epoch, left behind as that epoch's record: throughput, then validation loss and accuracy."""
-    return Progress(
+    """A bar per epoch, left behind as that epoch's record: throughput, then validation loss and accuracy (off a
+    terminal, log lines: one per epoch and a heartbeat)."""
+    return StageProgress(
         TextColumn("{task.description:<14}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -424,4 +427,5 @@ def _progress(quiet: bool) -> Progress:
         TimeElapsedColumn(),
         TextColumn("{task.fields[val]}"),
         disable=quiet,
+        logger=logging.getLogger(__name__),
     )

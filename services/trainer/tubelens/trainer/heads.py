@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from torch import nn
 from tubelens.modelkit.features import Standardizer
 from tubelens.modelkit.schema import BUCKET_EDGES, BUCKET_NAMES
 from tubelens.modelkit.ts_handler import CONFIG_FILE, STATE_FILE, build_network
+from tubelens.progress import StageProgress
 from tubelens.trainer.metrics import encode
 
 CLASSIFIER = "classifier"
@@ -447,10 +449,12 @@ def _loss(module: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tenso
 
 
 def _progress(quiet: bool) -> Progress:
-    return Progress(
+    # Off a terminal (a pod, a pipe), one log line per stage and a heartbeat instead of an invisible bar.
+    return StageProgress(
         TextColumn("{task.description:<56}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         disable=quiet,
+        logger=logging.getLogger(__name__),
     )

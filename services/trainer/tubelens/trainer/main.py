@@ -28,7 +28,7 @@ import pyarrow as pa
 from prometheus_client import Counter, Gauge, Histogram
 
 from tubelens import events
-from tubelens.bus import Bus, Message, Producer, Worker, open_bus, retry_policy
+from tubelens.bus import Bus, Message, Producer, Worker, counted, open_bus, retry_policy
 from tubelens.errors import ConfigError, InvalidInput, NotFound, TubelensError, Unavailable
 from tubelens.lifecycle import on_stop_signals
 from tubelens.logs import configure_logging
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.snapshot is None and (args.run_id is not None or args.trigger is not None):
         raise InvalidInput("--run-id and --trigger describe a --snapshot run (what a training Job is given)")
     bus, store = open_bus(settings), open_store(settings)
-    producer = bus.producer()
+    producer = counted(bus.producer(), settings.service)
     try:
         runner = Runner(settings, store, producer, executor)
         if args.snapshot is not None:
@@ -160,7 +160,7 @@ def _serve(
     settings: TrainerServiceSettings, bus: Bus, producer: Producer, runner: Runner, tasks: tuple[str, ...], seed: int
 ) -> int:
     trainer = settings.trainer
-    metrics_server = serve_metrics(settings.metrics_port)
+    metrics_server = serve_metrics(settings.metrics_port, service=settings.service)
     log.info("metrics listening", extra={"port": metrics_server.port})
     feed = _Feed(DatasetBuilder(runner.store), LabelledVideos())
     policy = TriggerPolicy(trainer.schedule_s, trainer.new_labels, trainer.min_interval_s)
