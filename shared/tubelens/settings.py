@@ -49,6 +49,11 @@ class BusKind(StrEnum):
     MEMORY = "memory"
 
 
+class KafkaClient(StrEnum):
+    KAFKA_PYTHON = "kafka-python"
+    CONFLUENT = "confluent"
+
+
 class ObjectsKind(StrEnum):
     S3 = "s3"
     LOCAL = "local"
@@ -62,6 +67,10 @@ class KafkaSettings(BaseModel):
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
     connect_timeout_ms: int = Field(default=15_000, ge=100, description="give up on an unreachable broker")
     delivery_timeout_ms: int = Field(default=60_000, ge=1_000)
+    client: KafkaClient = Field(
+        default=KafkaClient.KAFKA_PYTHON,
+        description="kafka-python (pure Python, the default) or confluent (librdkafka: several times the throughput)",
+    )
 
 
 class ConsumerSettings(BaseModel):

@@ -1,8 +1,11 @@
-"""Event-bus throughput: 1 KB events/s produced and consumed, through Kafka (tansu on loopback) and in-process.
+"""Event-bus throughput: 1 KB events/s produced and consumed, through Kafka (tansu on loopback) over each client
+(kafka-python, the default, and confluent-kafka), and in-process.
 
 Run with `python -m tests.bench.bus`. Consumption is timed from the first message received to the last, so the
 consumer-group join (about half the session timeout) is not counted; "worker" adds the production loop around
-the raw consumer: per-message metrics and retry bookkeeping, a flush and a commit per batch.
+the raw consumer: per-message metrics and retry bookkeeping, a flush and a commit per batch. Two ratios: the
+worker's consumption against its own raw client's, and each row's produce and worker consumption against
+kafka-python's in the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tubelens.bus import Bus, Message, Worker
+from tubelens.bus.confluent import ConfluentBus
 from tubelens.bus.kafka import KafkaBus
 from tubelens.bus.memory import MemoryBus
 from tubelens.devtools.servers import start_broker
@@ -81,12 +85,19 @@ def bench(bus: Bus, name: str, count: int) -> dict:
 
 
 def print_table(rows: list[dict]) -> None:
-    table = Table(title="event bus throughput (1 KB events per second)")
-    for column in ("bus", "events", "produce", "consume (raw)", "consume (worker)"):
+    table = Table(title="event bus throughput (1 KB events per second; Kafka is tansu on loopback)")
+    columns = ("bus", "events", "produce", "consume (raw)", "consume (worker)", "worker / raw",
+               "produce / kafka-python", "worker / kafka-python")
+    for column in columns:
         table.add_column(column, justify="left" if column == "bus" else "right")
+    reference = rows[0]
     for row in rows:
-        table.add_row(row["bus"], f"{row['events']:,}", f"{row['produce_s']:,.0f}", f"{row['consume_raw_s']:,.0f}",
-                      f"{row['consume_worker_s']:,.0f}")
+        table.add_row(
+            row["bus"], f"{row['events']:,}", f"{row['produce_s']:,.0f}", f"{row['consume_raw_s']:,.0f}",
+            f"{row['consume_worker_s']:,.0f}", f"{row['consume_worker_s'] / row['consume_raw_s']:.2f}",
+            f"{row['produce_s'] / reference['produce_s']:.2f}",
+            f"{row['consume_worker_s'] / reference['consume_worker_s']:.2f}",
+        )
     Console().print(table)
 
 
@@ -94,9 +105,15 @@ def main(count: int = EVENTS) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tubelens-bench-bus-") as workdir:
         broker = start_broker(Path(workdir) / "broker")
         try:
-            kafka = KafkaBus(KafkaSettings(bootstrap=broker.address, partitions=4, session_timeout_ms=6000))
-            rows = [bench(kafka, "kafka (tansu, loopback)", count), bench(MemoryBus(), "in-process", count)]
-            kafka.close()
+            settings = KafkaSettings(bootstrap=broker.address, partitions=4, session_timeout_ms=6000)
+            rows = []
+            for name, bus in (
+                ("kafka-python", KafkaBus(settings)),
+                ("confluent-kafka", ConfluentBus(settings)),
+                ("in-process", MemoryBus()),
+            ):
+                rows.append(bench(bus, name, count))
+                bus.close()
         finally:
             broker.stop()
     print_table(rows)

@@ -1,4 +1,5 @@
-"""The bus contract: every backend (in-process and Kafka) gives the same delivery guarantees."""
+"""The bus contract: every backend (in-process, Kafka over kafka-python, Kafka over confluent-kafka) gives the same
+delivery guarantees."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from prometheus_client import REGISTRY
 from tests.buskit import FAST_RETRY, Recorder, discovered, publish_discovered, running, wait_until
 from tubelens import events
 from tubelens.bus import Bus, Worker, counted, dlq_topic
+from tubelens.bus.confluent import ConfluentBus
 from tubelens.bus.kafka import KafkaBus
 from tubelens.bus.memory import MemoryBus
 from tubelens.errors import InvalidInput, Unavailable
 from tubelens.settings import KafkaSettings
 
 
-@pytest.fixture(params=["memory", "kafka"])
+@pytest.fixture(params=["memory", "kafka", "confluent"])
 def bus(request: pytest.FixtureRequest) -> Bus:
     if request.param == "memory":
         made: Bus = MemoryBus(partitions=4)
     else:
         broker = request.getfixturevalue("broker")
-        made = KafkaBus(KafkaSettings(bootstrap=broker.address, partitions=4, session_timeout_ms=6000))
+        settings = KafkaSettings(bootstrap=broker.address, partitions=4, session_timeout_ms=6000)
+        made = KafkaBus(settings) if request.param == "kafka" else ConfluentBus(settings)
     yield made
     made.close()
 

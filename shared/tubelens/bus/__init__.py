@@ -1,13 +1,14 @@
 """The event bus: key-ordered publishing, consumer groups, at-least-once delivery with a dead-letter queue.
 
-Two backends behind one interface — Kafka for the stack and the cluster, in-process for the embedded mode — and
+Two backends behind one interface — Kafka for the stack and the cluster (over kafka-python or confluent-kafka),
+in-process for the embedded mode — and
 one worker loop that gives both the same delivery semantics.
 """
 
 from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, dlq_topic
 from tubelens.bus.counted import counted
 from tubelens.bus.worker import Handler, RetryPolicy, Worker
-from tubelens.settings import BusKind, TubelensSettings
+from tubelens.settings import BusKind, KafkaClient, TubelensSettings
 
 
 def open_bus(settings: TubelensSettings) -> Bus:
@@ -15,9 +16,13 @@ def open_bus(settings: TubelensSettings) -> Bus:
         from tubelens.bus.memory import MemoryBus
 
         return MemoryBus()
+    settings.require_backends()
+    if settings.kafka.client is KafkaClient.CONFLUENT:
+        from tubelens.bus.confluent import ConfluentBus
+
+        return ConfluentBus(settings.kafka)
     from tubelens.bus.kafka import KafkaBus
 
-    settings.require_backends()
     return KafkaBus(settings.kafka)
 
 
