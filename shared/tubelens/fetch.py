@@ -139,7 +139,9 @@ class Fetcher:
         else:
             try:
                 addresses = [ipaddress.ip_address(address.split("%")[0]) for address in self.resolve(host, port)]
-            except (OSError, UnicodeError, ValueError) as exc:
+            except UnicodeError:
+                raise InvalidInput(f"refused URL {url!r}: the host name is not a valid name", field="url") from None
+            except (OSError, ValueError) as exc:
                 log.info("fetch: name not resolved", extra={"host": host, "error": f"{type(exc).__name__}: {exc}"})
                 raise Unavailable(f"{url}: the host name does not resolve; try again later") from None
             if not addresses:
