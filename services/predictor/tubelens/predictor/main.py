@@ -16,7 +16,6 @@ import io
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,10 +29,9 @@ from tubelens.errors import InvalidInput, NotFound, TubelensError, Unavailable
 from tubelens.fetch import Fetcher
 from tubelens.modelkit.backbone import Backbone
 from tubelens.modelkit.registry import ModelRegistry
-from tubelens.modelkit.text import default_text_encoder
 from tubelens.objects import ObjectStore
 from tubelens.predictor.catalogue import Catalogue, load_catalogue
-from tubelens.predictor.core import POPULARITY, Limits, PredictorCore
+from tubelens.predictor.core import Limits, PredictorCore
 from tubelens.predictor.factory import open_runtime
 from tubelens.predictor.grpc_api import PredictorServicer
 from tubelens.predictor.inputs import ImageLimits, ImageResolver
@@ -91,10 +89,7 @@ class PredictorApp:
     def load(self) -> None:
         """Load each task's production version and warm it; health turns SERVING once all are warm."""
         try:
-            preload = _preload_title_encoder() if POPULARITY in self.settings.tasks else None
             self.manager.start(self.settings.tasks)
-            if preload is not None:
-                preload.join()
             for status in self.manager.status():
                 extra = {"task": status.task, "version": status.version, "detail": status.detail}
                 log.info("model status", extra=extra)
@@ -225,24 +220,6 @@ def _typed(exc: grpc.RpcError, address: str) -> TubelensError:
         "embedding service call failed", extra={"address": address, "code": exc.code().name, "error": exc.details()}
     )
     return Unavailable("the similarity index is unavailable; try again later")
-
-
-def _preload_title_encoder() -> threading.Thread:
-    """Load the title encoder (sentence-transformers imported, MiniLM read: seconds) while the models register, so
-    the popularity warm-up does not pay it after them. A failure here is the warm-up's to report: it loads again."""
-
-    def preload() -> None:
-        started = time.perf_counter()
-        try:
-            default_text_encoder().model()
-        except Exception as exc:  # noqa: BLE001 - reported by the warm-up, which tries again
-            log.warning("title encoder preload failed", extra={"error": str(exc)})
-            return
-        log.info("title encoder loaded", extra={"seconds": round(time.perf_counter() - started, 3)})
-
-    thread = threading.Thread(target=preload, name="title-encoder-preload", daemon=True)
-    thread.start()
-    return thread
 
 
 def _load(app: PredictorApp) -> None:
