@@ -8,15 +8,16 @@ which version gave it. A classifier rides along for the label-and-probabilities 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tubelens.modelkit.registry import ModelRegistry, RegistryEntry, package_head
+from tubelens.modelkit.registry import ModelRegistry, RegistryEntry, model_trained_event, package_head
 from tubelens.objects import LocalObjectStore
 from tubelens.trainer.heads import Classifier, Regressor, TrainConfig, train_classifier, train_regressor
 
@@ -127,3 +128,67 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"still waiting for {what} after {timeout_s:g}s")
         time.sleep(0.01)
+
+
+@dataclass
+class SwapDrill:
+    """Clients asking a task the way the predictor's core does (resolve the default version, work on the request,
+    then ask that version) while its default is swapped back and forth; every answer must come from the version the
+    request resolved, and no request may fail.
+
+    `think_s` is the work between resolving and asking (the core reads the version's head config and embeds the
+    pictures there): the window in which a swap that unloaded the old version too early failed requests."""
+
+    manager: Any  # a tubelens.predictor.models.ModelManager
+    registry: ModelRegistry
+    heads: Heads
+    task: str
+    clients: int = 8
+    think_s: float = 0.002
+    requests: int = 0
+    failures: list[str] = field(default_factory=list)
+    versions_seen: set[str] = field(default_factory=set)
+    swaps: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with self.manager.lease(self.task) as held:
+                    time.sleep(self.think_s)
+                    prediction = self.manager.predict(self.task, body(self.heads.rows), lease=held)
+                answered = self.heads.version_of(prediction.rows)
+                assert answered == held.version == prediction.version, (
+                    f"resolved {held.version}, answered by {answered}"
+                )
+            except BaseException as exc:  # noqa: BLE001 - every failure is a finding of the drill
+                with self._lock:
+                    self.requests += 1
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+            else:
+                with self._lock:
+                    self.requests += 1
+                    self.versions_seen.add(answered)
+
+    def swap_to(self, version: str) -> None:
+        previous = self.registry.production(self.task)
+        self.registry.promote(self.task, version, reason="drill")
+        event = model_trained_event(self.registry.entry(self.task, version), promoted=True, replaces=previous)
+        self.swaps.append(self.manager.on_model_trained(event))
+
+    def run(self, versions: tuple[str, ...], *, seconds: float) -> None:
+        """Traffic for `seconds` in all, with a swap to each of `versions` at even intervals within it."""
+        stop = threading.Event()
+        threads = [threading.Thread(target=self.client, args=(stop,), daemon=True) for _ in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        try:
+            pause = seconds / (len(versions) + 1)
+            for version in versions:
+                stop.wait(pause)
+                self.swap_to(version)
+            stop.wait(pause)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()

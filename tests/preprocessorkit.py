@@ -56,6 +56,7 @@ class Origin:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[str] = []
+        self.hosts: list[str] = []  # the Host header of each request, in order
         self.bytes_sent: dict[str, int] = {}
         self.disconnected: set[str] = set()  # paths whose client hung up before the whole body was sent
         self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler_class())
@@ -89,6 +90,7 @@ class Origin:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
                 origin.requests.append(self.path)
+                origin.hosts.append(self.headers.get("Host", ""))
                 route = origin.routes.get(self.path, Route(b"no such path", status=404))
                 time.sleep(route.delay_s)
                 self.send_response(route.status)

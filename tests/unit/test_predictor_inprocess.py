@@ -20,6 +20,7 @@ from tests.predictorkit import (
     TOLERANCE,
     WARMUP,
     Heads,
+    SwapDrill,
     body,
     broken_archive,
     local_registry,
@@ -378,6 +379,39 @@ def test_the_old_version_is_unloaded_only_after_its_requests_in_flight_finish(
     assert heads.version_of(in_flight["answer"].rows) == "1"  # the request in flight finished on its version
     assert runtime.loaded() == [(TASK, "2")]
     runtime.close()
+
+
+def test_a_leased_version_answers_its_request_even_when_swapped_out_meanwhile(
+    heads: Heads, manager: ModelManager, registry: ModelRegistry
+) -> None:
+    with manager.lease(TASK) as held:
+        assert held.version == "1"
+        manager_swap = threading.Thread(target=manager.on_model_trained, args=(_promoted(registry, "2"),))
+        manager_swap.start()
+        wait_for(lambda: manager.default_version(TASK) == "2", "the switch to version 2")
+        # The default has moved and version 1 is no longer listed, but this request's lease keeps it loaded.
+        assert [m.version for m in manager.models(TASK)] == ["2"]
+        assert (TASK, "1") in manager.runtime.loaded()
+        answer = manager.predict(TASK, body(heads.rows), lease=held)
+        assert answer.version == "1" and heads.version_of(answer.rows) == "1"
+        assert manager.leased_model(held).version == "1" and not manager.leased_model(held).is_default
+    manager_swap.join()
+    assert manager.runtime.loaded() == [(TASK, "2")]  # unloaded once the lease ended
+    with pytest.raises(ValueError, match="a lease on views 2 cannot ask views 1"), manager.lease(TASK) as held:
+        manager.predict(TASK, body(heads.rows), "1", lease=held)
+
+
+def test_eight_clients_across_two_swaps_get_no_failed_request(
+    heads: Heads, manager: ModelManager, registry: ModelRegistry
+) -> None:
+    drill = SwapDrill(manager, registry, heads, TASK, clients=8)
+
+    drill.run(("2", "1"), seconds=3.0)
+
+    assert drill.swaps == ["swapped", "swapped"]
+    assert drill.failures == []
+    assert drill.versions_seen == {"1", "2"} and drill.requests > 100
+    assert manager.runtime.loaded() == [(TASK, "1")]
 
 
 # --- the bus hook and the settings ----------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ predictor reaches the embedding model one way only: in process.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from tubelens.modelkit.registry import ModelRegistry
 from tubelens.modelkit.schema import EMBEDDING_DIM
 from tubelens.predictor.assemble import HeadInfo, VideoFacts, facts_for, feature_rows, image_rows
 from tubelens.predictor.catalogue import Catalogue
-from tubelens.predictor.models import ModelManager, Prediction, ServedModel
+from tubelens.predictor.models import Lease, ModelManager, Prediction, ServedModel
 from tubelens.v1 import embedding_pb2
 
 POPULARITY, CHANNEL, GENRE, SIMILARITY = "popularity", "channel", "genre", "similarity"
@@ -190,8 +191,14 @@ class PredictorCore:
     def _popularity(
         self, images: list[Image.Image], video: VideoContext, version: str | None
     ) -> tuple[Prediction, VideoFacts]:
-        served = self.loaded_version(POPULARITY, version)
-        head = self.head_info(POPULARITY, served)
+        # The version is held from here until it has answered: a swap meanwhile cannot unload it under this request.
+        with self.lease(POPULARITY, version) as held:
+            return self._popularity_with(held, images, video)
+
+    def _popularity_with(
+        self, held: Lease, images: list[Image.Image], video: VideoContext
+    ) -> tuple[Prediction, VideoFacts]:
+        head = self.head_info(POPULARITY, held.version)
         known = self.catalogue().channel_subscribers.get(video.channel_id) if video.channel_id else None
         facts = facts_for(
             video.title,
@@ -201,7 +208,7 @@ class PredictorCore:
             now=self.now(),
         )
         rows = feature_rows(head, self.embed(images), facts)
-        prediction = self.manager.predict(POPULARITY, {"features": rows}, version=served)
+        prediction = self.manager.predict(POPULARITY, {"features": rows}, lease=held)
         if "sigma" not in prediction.rows[0]:
             raise InvalidInput(f"popularity version {prediction.version} gives no spread: not a popularity model")
         return prediction, facts
@@ -296,17 +303,24 @@ class PredictorCore:
         if not task:
             raise InvalidInput("name the model (its task)", field="model.name")
         self.check_known(task)
-        version = self.loaded_version(task, version)
-        loaded = self.manager.models(task)
-        served = [m for m in loaded if m.version == version]
-        head = self.head_info(task, version)
-        return ModelMetadata(
-            model=served[0],
-            inputs=_input_specs(task, head),
-            outputs=_output_specs(head),
-            labels=list(head.config.get("labels") or head.config.get("bucket_names") or []),
-            versions=[m.version for m in sorted(loaded, key=lambda m: not m.is_default)],
-        )
+        with self.lease(task, version) as held:
+            loaded = self.manager.models(task)
+            head = self.head_info(task, held.version)
+            return ModelMetadata(
+                model=self.manager.leased_model(held),
+                inputs=_input_specs(task, head),
+                outputs=_output_specs(head),
+                labels=list(head.config.get("labels") or head.config.get("bucket_names") or []),
+                versions=[m.version for m in sorted(loaded, key=lambda m: not m.is_default)],
+            )
+
+    @contextlib.contextmanager
+    def lease(self, task: str, version: str | None = None) -> Iterator[Lease]:
+        """Hold `version` of `task` (None: its default) for one request, until it is answered; NotFound worded for
+        clients (the task unknown, nothing loaded yet and why, or which versions are loaded instead)."""
+        self.loaded_version(task, version)
+        with self.manager.lease(task, version) as held:
+            yield held
 
     def served_tasks(self) -> list[str]:
         """The tasks this predictor is configured to serve, whether or not a version is loaded yet."""

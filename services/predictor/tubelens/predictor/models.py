@@ -6,8 +6,12 @@ The swap protocol, for a `models.trained` event with promoted=true (a version al
 2. fetch its archive from the registry and load it in the runtime, which returns only once it has answered;
 3. make it the runtime's own default too (TorchServe will not delete a default version);
 4. switch the task's default here, under one lock: from this instant every new request goes to the new version;
-5. wait until the requests still in flight on the old version have finished (reference counts, bounded);
+5. wait until every lease on the old version has ended (reference counts, bounded);
 6. unload the old version.
+
+A request leases the version it resolved (`lease()`) and holds it until it is answered, however much work it does
+between resolving and asking (a popularity request reads the version's head config and embeds its pictures first):
+the version it resolved is the version that answers, and it is never unloaded under it.
 
 A failure in steps 2-3 unloads whatever was half loaded and leaves the old default serving; the error says so.
 A failure in step 6 leaves the old version loaded but unused, and is logged.
@@ -20,7 +24,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +90,16 @@ class TaskStatus:
 @dataclass
 class _Served:
     entry: RegistryEntry
-    in_flight: int = 0
+    in_flight: int = 0  # leases held on this version
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A version held for one request: it stays loaded until the lease ends (see `ModelManager.lease`)."""
+
+    task: str
+    version: str
+    _served: _Served = field(repr=False, compare=False)
 
 
 @dataclass
@@ -139,9 +152,27 @@ class ModelManager:
                 log.error("production version failed to load", extra={"task": task, "version": entry.version,
                                                                        "error": str(exc)})  # fmt: skip
 
-    def predict(self, task: str, body: Body, version: str | None = None) -> Prediction:
-        """Ask `version` of `task`, or its default; NotFound names what is loaded instead."""
+    @contextlib.contextmanager
+    def lease(self, task: str, version: str | None = None) -> Iterator[Lease]:
+        """Resolve `version` of `task` (None: its default) and hold it until the block ends: a swap meanwhile moves
+        the default for new requests, but unloads this version only after the block. NotFound names what is loaded."""
         chosen, served = self._acquire(task, version)
+        try:
+            yield Lease(task, chosen, served)
+        finally:
+            self._release(served)
+
+    def predict(self, task: str, body: Body, version: str | None = None, *, lease: Lease | None = None) -> Prediction:
+        """Ask `version` of `task`, or its default, or the version `lease` holds; NotFound names what is loaded."""
+        if lease is None:
+            with self.lease(task, version) as held:
+                return self._ask(held, body)
+        if lease.task != task or (version is not None and version != lease.version):
+            raise ValueError(f"a lease on {lease.task} {lease.version} cannot ask {task} {version or 'default'}")
+        return self._ask(lease, body)
+
+    def _ask(self, lease: Lease, body: Body) -> Prediction:
+        task, chosen = lease.task, lease.version
         started = time.perf_counter()
         try:
             rows = self.runtime.predict(task, chosen, body)
@@ -150,7 +181,6 @@ class ModelManager:
             raise
         finally:
             INFERENCE_SECONDS.labels(task, chosen, self.runtime.platform).observe(time.perf_counter() - started)
-            self._release(served)
         return Prediction(task, chosen, rows)
 
     def default_version(self, task: str) -> str | None:
@@ -163,19 +193,26 @@ class ModelManager:
             served = sorted(self._state.served.items())
             defaults = dict(self._state.default)
         return [
-            ServedModel(
-                task=name,
-                version=version,
-                is_default=defaults.get(name) == version,
-                platform=self.runtime.platform,
-                metrics=item.entry.metrics,
-                snapshot_id=item.entry.snapshot_id,
-                code_version=item.entry.code_version,
-                published_at=item.entry.published_at,
-            )
+            self._described(item.entry, is_default=defaults.get(name) == version)
             for (name, version), item in served
             if not task or name == task
         ]
+
+    def leased_model(self, lease: Lease) -> ServedModel:
+        """The version a lease holds, described as `models()` does (it may be retiring, so no longer listed)."""
+        return self._described(lease._served.entry, is_default=self.default_version(lease.task) == lease.version)
+
+    def _described(self, entry: RegistryEntry, *, is_default: bool) -> ServedModel:
+        return ServedModel(
+            task=entry.task,
+            version=entry.version,
+            is_default=is_default,
+            platform=self.runtime.platform,
+            metrics=entry.metrics,
+            snapshot_id=entry.snapshot_id,
+            code_version=entry.code_version,
+            published_at=entry.published_at,
+        )
 
     def status(self) -> list[TaskStatus]:
         """Each started task: the version that serves it, or why none does (readiness reads this)."""
@@ -273,12 +310,12 @@ class ModelManager:
             self.runtime.load(entry.task, entry.version, archive, warmup=self._warmup(entry.task))
 
     def _retire(self, task: str, version: str, served: _Served) -> None:
-        """Wait for the version's requests in flight (bounded), then unload it."""
+        """Wait for the version's leases to end (bounded), then unload it."""
         with self._lock:
             drained = self._lock.wait_for(lambda: served.in_flight == 0, timeout=self.drain_timeout_s)
         if not drained:
             log.warning(
-                "requests still in flight on a retired version; unloading it anyway",
+                "leases still held on a retired version after the drain timeout; unloading it anyway",
                 extra={"task": task, "version": version, "in_flight": served.in_flight},
             )
         try:
