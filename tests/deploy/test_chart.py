@@ -462,6 +462,13 @@ def test_the_topics_job_creates_every_topic_and_its_dead_letter_twin(overlay: st
     assert env["REPLICATION_FACTOR"] == ("3" if overlay == "production" else "1")
     config = one(render(overlay), "ConfigMap", name_of("trainer"))["data"]
     assert env["PARTITIONS"] == config["TUBELENS_KAFKA__PARTITIONS"]
+    # One message size limit for the topics, the services and the bundled broker.
+    assert '--config "max.message.bytes=$MAX_MESSAGE_BYTES"' in script
+    assert env["MAX_MESSAGE_BYTES"] == config["TUBELENS_KAFKA__MAX_MESSAGE_BYTES"] == "1048576"
+    if overlay == "default":
+        kafka = container(one(render(), "Deployment", name_of("kafka")), "kafka")
+        broker = {e["name"]: e.get("value") for e in kafka["env"]}
+        assert broker["KAFKA_MESSAGE_MAX_BYTES"] == env["MAX_MESSAGE_BYTES"]
 
 
 def test_generated_s3_keys_are_kept_for_the_bundled_minio_only() -> None:
