@@ -82,9 +82,11 @@ def read_letters(bus: Bus, topic: str, group: str, *, commit: bool) -> Iterator[
     """Every dead letter of `topic` the group has not committed, until the topic stays idle for IDLE_S."""
     consumer = bus.consumer([dlq_topic(topic)], group)
     try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < IDLE_S or not consumer.assignment():
+        idle_since = None  # the clock starts once the group handed this member its partitions
+        while idle_since is None or time.monotonic() - idle_since < IDLE_S:
             batch = consumer.poll(0.5, 500)
+            if idle_since is None and consumer.assignment():
+                idle_since = time.monotonic()
             if not batch:
                 continue
             idle_since = time.monotonic()

@@ -161,8 +161,8 @@ def test_grpc_services_have_a_named_grpc_port_and_native_grpc_probes(service: st
 def test_services_without_grpc_are_probed_on_metrics(service: str) -> None:
     main = container(one(render(), "Deployment", name_of(service)), service)
     assert [port["name"] for port in main["ports"]] == ["metrics"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert main[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 @pytest.mark.parametrize("overlay", list(OVERLAYS))
