@@ -46,5 +46,15 @@ class Unavailable(TubelensError):
     retryable = True
 
 
+class DependencyUnavailable(Unavailable):
+    """A dependency's transport failed (the object store, the broker, TorchServe, the embedding service did not
+    answer): nothing is wrong with the input. The bus worker pauses consuming and retries the message until the
+    dependency is back, without spending the message's attempts; it never dead-letters for this."""
+
+    def __init__(self, message: str, *, dependency: str, field: str = "") -> None:
+        super().__init__(message, field=field)
+        self.dependency = dependency
+
+
 class ConfigError(TubelensError):
     """Settings are missing or invalid; the process cannot start."""

@@ -2,6 +2,10 @@
 
 Every message on the bus is a `tubelens.v1.Envelope`. Decoding validates the envelope and raises InvalidInput
 for anything malformed, which the worker dead-letters at once instead of retrying.
+
+Event ids are derived, not random: a uuid5 over what caused the event (the input event's id, or for a root event
+such as a discovery the fact observed), the event's type and its key. A redelivered input re-publishes its outputs
+under the same ids, so a consumer can tell a duplicate from a new event (the worker skips ids it already applied).
 """
 
 from __future__ import annotations
@@ -49,10 +53,29 @@ def payload_field(payload: ProtoMessage) -> str:
         raise InvalidInput(f"{payload.DESCRIPTOR.full_name} is not an event payload") from None
 
 
-def wrap(payload: ProtoMessage, *, producer: str, trace_id: str = "") -> events_pb2.Envelope:
+# The namespace of every derived event id (uuid5 of the DNS namespace and the project's name).
+EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "events.tubelens")
+
+
+def derived_id(cause: str, event_type: str, key: str | bytes | None) -> str:
+    """The id of the event of `event_type` and `key` that `cause` produces: the same inputs, the same id.
+
+    `cause` is the input event's id for an event a handler publishes, or a description of the observation for a root
+    event (`discovered`, `stats/<slot>`)."""
+    if isinstance(key, bytes):
+        key = key.decode(errors="replace")
+    return uuid.uuid5(EVENT_ID_NAMESPACE, "\x1f".join((cause, event_type, key or ""))).hex
+
+
+def wrap(
+    payload: ProtoMessage, *, producer: str, trace_id: str = "", cause: str = "", key: str | bytes | None = None
+) -> events_pb2.Envelope:
+    """The envelope of `payload`. With a `cause` its id is derived (see `derived_id`); without one (tests, ad hoc
+    tools) it is a random uuid4 and a re-publication cannot be recognised."""
+    event_type = payload.DESCRIPTOR.full_name
     envelope = events_pb2.Envelope(
-        event_id=uuid.uuid4().hex,
-        event_type=payload.DESCRIPTOR.full_name,
+        event_id=derived_id(cause, event_type, key) if cause else uuid.uuid4().hex,
+        event_type=event_type,
         schema_version=SCHEMA_VERSION,
         trace_id=trace_id or uuid.uuid4().hex,
         producer=producer,
@@ -92,10 +115,13 @@ def headers_of(envelope: events_pb2.Envelope) -> Mapping[str, str]:
 
 
 def publish(
-    producer: Producer, payload: ProtoMessage, *, key: str, service: str, trace_id: str = ""
+    producer: Producer, payload: ProtoMessage, *, key: str, service: str, cause: str, trace_id: str = ""
 ) -> events_pb2.Envelope:
-    """Wrap `payload` and queue it on its topic, keyed (by video id) so one video's events stay in order."""
-    envelope = wrap(payload, producer=service, trace_id=trace_id)
+    """Wrap `payload` and queue it on its topic, keyed (by video id) so one video's events stay in order. `cause`
+    (the input event's id, or the observation of a root event) makes its id reproducible."""
+    if not cause:
+        raise ValueError("events.publish needs the cause of the event, so its id can be derived")
+    envelope = wrap(payload, producer=service, trace_id=trace_id, cause=cause, key=key)
     topic = TOPIC_OF_PAYLOAD[payload_field(payload)]
     producer.publish(topic, encode(envelope), key=key, headers=headers_of(envelope))
     return envelope

@@ -6,7 +6,7 @@ service, so that every service exports the same RED families and dashboards work
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from wsgiref.simple_server import WSGIServer
 
@@ -28,6 +28,21 @@ BUS_DEAD_LETTERED = Counter(
     "tubelens_bus_messages_dead_lettered_total",
     "Messages sent to the dead-letter topic, by error reason",
     ["service", "topic", "group", "error"],
+)
+BUS_DUPLICATES = Counter(
+    "tubelens_bus_duplicates_skipped_total",
+    "Redelivered events skipped because their (derived) id was already applied",
+    ["service", "topic", "group"],
+)
+BUS_PAUSED = Gauge(
+    "tubelens_bus_consumer_paused",
+    "1 while consuming is paused because a dependency is unavailable",
+    ["service", "group"],
+)
+BUS_PAUSES = Counter(
+    "tubelens_bus_consumer_pauses_total",
+    "Times consuming paused for an unavailable dependency",
+    ["service", "group", "dependency"],
 )
 BUS_HANDLE_SECONDS = Histogram(
     "tubelens_bus_handle_duration_seconds",
@@ -57,6 +72,11 @@ GRPC_SECONDS = Histogram(
 class MetricsServer:
     server: WSGIServer
     port: int
+    # name -> ready?; /readyz answers 200 while every one is True (none registered: ready), 503 naming the others.
+    readiness: dict[str, bool] = field(default_factory=dict)
+
+    def set_ready(self, name: str, ready: bool) -> None:
+        self.readiness[name] = ready
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -64,7 +84,23 @@ class MetricsServer:
 
 
 def serve_metrics(port: int, host: str = "0.0.0.0", *, service: str) -> MetricsServer:
-    """Expose /metrics on `port` (0 picks a free one) from a daemon thread, `tubelens_build_info` set for `service`."""
+    """Expose /metrics on `port` (0 picks a free one) from a daemon thread, `tubelens_build_info` set for `service`;
+    /readyz on the same port is the readiness probe of a service without a gRPC server (see `set_ready`)."""
     BUILD_INFO.labels(service, metadata.version("tubelens")).set(1)
     server, _thread = start_http_server(port, addr=host)
-    return MetricsServer(server=server, port=server.server_port)
+    metrics_server = MetricsServer(server=server, port=server.server_port)
+    server.set_app(_with_readiness(server.get_app(), metrics_server.readiness))
+    return metrics_server
+
+
+def _with_readiness(app, readiness: dict[str, bool]):
+    def probes(environ, start_response):
+        if environ.get("PATH_INFO") != "/readyz":
+            return app(environ, start_response)
+        waiting = sorted(name for name, ready in readiness.items() if not ready)
+        status = "503 Service Unavailable" if waiting else "200 OK"
+        body = (f"not ready: {', '.join(waiting)}\n" if waiting else "ready\n").encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return probes

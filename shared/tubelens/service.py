@@ -51,7 +51,9 @@ def run_worker_service(
     log.info("metrics listening", extra={"port": metrics_server.port})
     bus = open_bus(settings)
     producer = counted(bus.producer(), settings.service)
-    runtime = Runtime(settings, bus, producer, _open_objects(settings) if needs_objects else None)
+    # Every consumer gets a store: dead letters keep their original bytes there (the claim check).
+    objects = _open_objects(settings)
+    runtime = Runtime(settings, bus, producer, objects if needs_objects else None)
     handler = build_handler(runtime)
     worker = Worker(
         bus,
@@ -63,9 +65,15 @@ def run_worker_service(
         retry=retry_policy(settings),
         max_batch=settings.consumer.batch_size,
         before_commit=getattr(handler, "before_commit", None),
+        claims=objects,
+        seen_ids=settings.consumer.seen_ids,
+        # Not ready while paused for an outage or after the loop died (/readyz on the metrics port).
+        on_readiness=lambda ready: metrics_server.set_ready("consumer", ready),
     )
+    metrics_server.set_ready("consumer", False)
     servers = start_servers(runtime, handler) if start_servers else []
     on_stop_signals(worker.stop)
+    # A consume loop that dies raises out of here: the process exits non-zero and is restarted; never exit 0.
     try:
         worker.run()
     finally:

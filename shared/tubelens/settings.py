@@ -71,6 +71,17 @@ class KafkaSettings(BaseModel):
         default=KafkaClient.KAFKA_PYTHON,
         description="kafka-python (pure Python, the default) or confluent (librdkafka: several times the throughput)",
     )
+    max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        description="the largest message on any topic: the producer's max_request_size, the consumer's fetch sizes "
+        "and the broker's max.message.bytes (the chart's kafka.maxMessageBytes) are this one value",
+    )
+    security_protocol: str = Field(default="PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    sasl_mechanism: str = Field(default="PLAIN", pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle that signed the brokers' certificates")
 
 
 class ConsumerSettings(BaseModel):
@@ -78,6 +89,10 @@ class ConsumerSettings(BaseModel):
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before a message is dead-lettered")
     backoff_initial_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
+    outage_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="cap of the backoff while a dependency is unavailable (consuming is paused)"
+    )
+    seen_ids: int = Field(default=100_000, ge=0, description="event ids remembered to skip redelivered duplicates")
 
 
 class S3Settings(BaseModel):
@@ -86,6 +101,7 @@ class S3Settings(BaseModel):
     secret_key: SecretStr
     bucket: str = "tubelens"
     secure: bool = False
+    ca_file: Path | None = Field(default=None, description="CA bundle that signed the server's certificate (TLS)")
     region: str = "us-east-1"
     part_size_mb: int = Field(default=16, ge=5, description="multipart part size")
 

@@ -106,7 +106,7 @@ def bench_service(backbone: Backbone, workdir: Path) -> Row:
     bus = MemoryBus()
     producer = bus.producer()
     for video_id, jpeg in catalogue_thumbnails(SERVICE_THUMBNAILS):
-        events.publish(producer, thumbnail_event(store, video_id, jpeg), key=video_id, service="bench")
+        events.publish(producer, thumbnail_event(store, video_id, jpeg), key=video_id, service="bench", cause="bench")
     handler = EmbeddingHandler(
         backbone, store=store, producer=producer, index=SimilarityIndex(backbone.dim), shard_prefix="index/bench"
     )

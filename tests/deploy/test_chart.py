@@ -161,8 +161,8 @@ def test_grpc_services_have_a_named_grpc_port_and_native_grpc_probes(service: st
 def test_services_without_grpc_are_probed_on_metrics(service: str) -> None:
     main = container(one(render(), "Deployment", name_of(service)), service)
     assert [port["name"] for port in main["ports"]] == ["metrics"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert main[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 @pytest.mark.parametrize("overlay", list(OVERLAYS))
@@ -462,6 +462,13 @@ def test_the_topics_job_creates_every_topic_and_its_dead_letter_twin(overlay: st
     assert env["REPLICATION_FACTOR"] == ("3" if overlay == "production" else "1")
     config = one(render(overlay), "ConfigMap", name_of("trainer"))["data"]
     assert env["PARTITIONS"] == config["TUBELENS_KAFKA__PARTITIONS"]
+    # One message size limit for the topics, the services and the bundled broker.
+    assert '--config "max.message.bytes=$MAX_MESSAGE_BYTES"' in script
+    assert env["MAX_MESSAGE_BYTES"] == config["TUBELENS_KAFKA__MAX_MESSAGE_BYTES"] == "1048576"
+    if overlay == "default":
+        kafka = container(one(render(), "Deployment", name_of("kafka")), "kafka")
+        broker = {e["name"]: e.get("value") for e in kafka["env"]}
+        assert broker["KAFKA_MESSAGE_MAX_BYTES"] == env["MAX_MESSAGE_BYTES"]
 
 
 def test_generated_s3_keys_are_kept_for_the_bundled_minio_only() -> None:

@@ -179,7 +179,7 @@ def test_a_models_trained_event_on_the_bus_swaps_under_traffic(
 
     def publish_and_wait() -> None:
         producer = bus.producer()
-        events.publish(producer, _promote(registry, task), key=task, service="trainer")
+        events.publish(producer, _promote(registry, task), key=task, service="trainer", cause="test")
         producer.flush()
         assert handled.wait(120), "the worker never handled the event"
 

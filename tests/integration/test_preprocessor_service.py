@@ -131,7 +131,10 @@ class Outputs:
         self.recorder = Recorder()
 
     def worker(self, bus: Bus, group: str) -> Worker:
-        return Worker(bus, OUTPUTS, group, self.recorder.handler("out"), service="test", retry=FAST_RETRY)
+        # An observer that counts every copy: no seen-set skipping the replay's (same-id) events.
+        return Worker(
+            bus, OUTPUTS, group, self.recorder.handler("out"), service="test", retry=FAST_RETRY, seen_ids=0
+        )
 
     def of(self, field: str) -> list[events_pb2.ThumbnailStored | events_pb2.FramesExtracted]:
         with self.recorder.lock:
@@ -227,6 +230,8 @@ def test_discovered_videos_become_stored_objects_bad_ones_are_dead_lettered_and_
     assert sorted(info.key for info in store.list()) == objects_after_first_pass
     replayed = Counter(stored.SerializeToString(deterministic=True) for stored in outputs.thumbnails())
     assert set(replayed.values()) == {2}, "the replay re-emits identical thumbnails.stored payloads"
+    ids = Counter(env.event_id for _, env, _ in outputs.recorder.seen)
+    assert set(ids.values()) == {2}, "and under the same (derived) event ids, so a consumer can skip them"
 
 
 # --- the service as deployed ---------------------------------------------------------------------------------------

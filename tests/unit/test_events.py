@@ -55,7 +55,7 @@ def test_malformed_envelopes_are_invalid_input_with_the_reason(data: bytes, reas
 def test_publish_routes_by_payload_type_keys_by_video_and_sets_headers() -> None:
     bus = MemoryBus()
     stats = events_pb2.StatsSnapshot(video_id="vid1", view_count=1234)
-    envelope = events.publish(bus.producer(), stats, key="vid1", service="crawler")
+    envelope = events.publish(bus.producer(), stats, key="vid1", service="crawler", cause="stats/1h")
     [message] = bus.broker.read_all(events.VIDEOS_STATS)
     assert message.key == b"vid1"
     assert message.headers == {

@@ -136,6 +136,7 @@ Service or NetworkPolicy built from the same value.
   "TUBELENS_METRICS_PORT" $root.Values.metricsPort
   "TUBELENS_KAFKA__BOOTSTRAP" (include "tubelens.kafkaBootstrap" $root)
   "TUBELENS_KAFKA__PARTITIONS" $root.Values.kafka.partitions
+  "TUBELENS_KAFKA__MAX_MESSAGE_BYTES" (int64 $root.Values.kafka.maxMessageBytes)
 ) }}
 {{- if .objects }}
 {{- $managed = merge $managed (dict

@@ -28,7 +28,7 @@ def open_bus(settings: TubelensSettings) -> Bus:
 
 def retry_policy(settings: TubelensSettings) -> RetryPolicy:
     c = settings.consumer
-    return RetryPolicy(c.max_attempts, c.backoff_initial_s, c.backoff_max_s)
+    return RetryPolicy(c.max_attempts, c.backoff_initial_s, c.backoff_max_s, c.outage_backoff_max_s)
 
 
 __all__ = [

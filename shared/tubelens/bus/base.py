@@ -6,6 +6,8 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tubelens.errors import TooLarge
+
 TopicPartition = tuple[str, int]
 
 
@@ -16,6 +18,24 @@ def dlq_topic(topic: str) -> str:
 
 def as_key(key: str | bytes | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
+
+
+# Room for the record's own framing (key, headers, batch header) inside max_message_bytes.
+RECORD_OVERHEAD_BYTES = 1024
+
+
+def record_size(value: bytes, key: bytes | None, headers: Mapping[str, str] | None) -> int:
+    """What a record weighs against max_message_bytes: its bytes, its key, its headers and the framing."""
+    header_bytes = sum(len(k) + len(v.encode()) for k, v in (headers or {}).items())
+    return len(value) + len(key or b"") + header_bytes + RECORD_OVERHEAD_BYTES
+
+
+def too_large(topic: str, size: int, limit: int) -> TooLarge:
+    return TooLarge(
+        f"an event for {topic} would be {size} bytes, over the {limit}-byte message limit "
+        "(TUBELENS_KAFKA__MAX_MESSAGE_BYTES)",
+        field="value",
+    )
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,9 @@ class Message:
 
 class Producer(abc.ABC):
     """Key-ordered publishing: messages with the same key land on one partition, in publish order."""
+
+    # The largest message the backend takes (None: no limit); `publish` raises TooLarge past it.
+    max_message_bytes: int | None = None
 
     @abc.abstractmethod
     def publish(
@@ -59,6 +82,18 @@ class ConsumerClient(abc.ABC):
     @abc.abstractmethod
     def assignment(self) -> set[TopicPartition]:
         """The partitions this member owns right now."""
+
+    @abc.abstractmethod
+    def pause(self) -> None:
+        """Stop fetching from the owned partitions (a dependency is down); membership is kept."""
+
+    @abc.abstractmethod
+    def resume(self) -> None:
+        """Fetch again after `pause`."""
+
+    @abc.abstractmethod
+    def keep_alive(self) -> None:
+        """Called while paused, between retries: whatever the backend needs to keep this member in its group."""
 
     def lag(self) -> dict[TopicPartition, int]:
         """Messages behind the end of each owned partition, where the backend knows it."""

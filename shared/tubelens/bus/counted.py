@@ -19,6 +19,7 @@ class CountedProducer(Producer):
     def __init__(self, inner: Producer, service: str) -> None:
         self.inner = inner
         self.service = service
+        self.max_message_bytes = inner.max_message_bytes
         self._queued: Counter[str] = Counter()
         self._lock = threading.Lock()
 

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, as_key
+from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, as_key, record_size, too_large
 
 
 @dataclass
@@ -159,10 +159,15 @@ class MemoryBroker:
 
 
 class MemoryProducer(Producer):
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, max_message_bytes: int | None = None) -> None:
         self._broker = broker
+        self.max_message_bytes = max_message_bytes
 
     def publish(self, topic, value, *, key, headers=None) -> None:
+        if self.max_message_bytes is not None:
+            size = record_size(value, as_key(key), headers)
+            if size > self.max_message_bytes:
+                raise too_large(topic, size, self.max_message_bytes)
         self._broker.append(topic, as_key(key), value, headers or {})
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -188,6 +193,15 @@ class MemoryConsumer(ConsumerClient):
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
 
+    def pause(self) -> None:
+        """Fetching happens only in `poll`, which the worker does not call while paused."""
+
+    def resume(self) -> None:
+        """See `pause`."""
+
+    def keep_alive(self) -> None:
+        """Membership here does not lapse."""
+
     def lag(self) -> dict[TopicPartition, int]:
         ends = self._broker.end_offsets(list(self._positions))
         return {tp: ends[tp] - position for tp, position in self._positions.items()}
@@ -197,11 +211,14 @@ class MemoryConsumer(ConsumerClient):
 
 
 class MemoryBus(Bus):
-    def __init__(self, broker: MemoryBroker | None = None, partitions: int = 4) -> None:
+    def __init__(
+        self, broker: MemoryBroker | None = None, partitions: int = 4, max_message_bytes: int | None = None
+    ) -> None:
         self.broker = broker or MemoryBroker(partitions)
+        self.max_message_bytes = max_message_bytes
 
     def producer(self) -> Producer:
-        return MemoryProducer(self.broker)
+        return MemoryProducer(self.broker, self.max_message_bytes)
 
     def consumer(self, topics: list[str], group: str) -> ConsumerClient:
         return MemoryConsumer(self.broker, topics, group)

@@ -17,7 +17,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from tubelens.errors import NotFound, TubelensError, Unavailable
+from tubelens.errors import DependencyUnavailable, NotFound, TubelensError
 from tubelens.objects.base import (
     Content,
     ObjectInfo,
@@ -44,8 +44,11 @@ CONCURRENT_PUTS = 8
 SHA256_HEADER = "x-amz-meta-sha256"
 
 
-def http_client() -> urllib3.PoolManager:
+def http_client(ca_file: str | None = None) -> urllib3.PoolManager:
+    """`ca_file`, when given, is the only CA trusted for the server's certificate (a private CA in a cluster)."""
+    tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file else {}
     return urllib3.PoolManager(
+        **tls,
         maxsize=POOL_SIZE,
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
         retries=urllib3.Retry(total=RETRIES, backoff_factor=BACKOFF_S, status_forcelist=(500, 502, 503, 504)),
@@ -62,7 +65,7 @@ class S3ObjectStore(ObjectStore):
             secret_key=settings.secret_key.get_secret_value(),
             secure=settings.secure,
             region=settings.region,  # known up front, so no bucket-location round trip per bucket
-            http_client=http_client(),
+            http_client=http_client(str(settings.ca_file) if settings.ca_file else None),
         )
         self._where = f"{'https' if settings.secure else 'http'}://{settings.endpoint}"
         self._uploads: ThreadPoolExecutor | None = None  # started by the first put_contents
@@ -167,11 +170,14 @@ class S3ObjectStore(ObjectStore):
             raise unavailable(self._where, exc) from exc
 
 
-def unavailable(where: str, exc: Exception) -> Unavailable:
+def unavailable(where: str, exc: Exception) -> DependencyUnavailable:
+    """A transport failure: the store is down or unreachable, nothing is wrong with the request (the worker pauses)."""
     if isinstance(exc, urllib3.exceptions.MaxRetryError):
         # The last attempt's error says what went wrong; the wrapper only repeats the URL.
-        return Unavailable(f"object store at {where} unreachable after {RETRIES} retries: {exc.reason}")
-    return Unavailable(f"object store at {where} failed: {exc}")
+        return DependencyUnavailable(
+            f"object store at {where} unreachable after {RETRIES} retries: {exc.reason}", dependency="object store"
+        )
+    return DependencyUnavailable(f"object store at {where} failed: {exc}", dependency="object store")
 
 
 class _ResponseStream(io.RawIOBase):

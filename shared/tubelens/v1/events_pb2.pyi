@@ -251,7 +251,7 @@ class ModelTrained(_message.Message):
     def __init__(self, task: _Optional[str] = ..., version: _Optional[str] = ..., archive: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dataset_snapshot_id: _Optional[str] = ..., code_version: _Optional[str] = ..., promoted: _Optional[bool] = ..., replaces_version: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
-    __slots__ = ("original_topic", "partition", "offset", "key", "value", "headers", "reason", "error_type", "attempts", "consumer_group", "failed_at")
+    __slots__ = ("original_topic", "partition", "offset", "key", "value", "headers", "reason", "error_type", "attempts", "consumer_group", "failed_at", "value_ref", "value_size")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,8 @@ class DeadLetter(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_GROUP_FIELD_NUMBER: _ClassVar[int]
     FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_REF_FIELD_NUMBER: _ClassVar[int]
+    VALUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     original_topic: str
     partition: int
     offset: int
@@ -281,4 +283,6 @@ class DeadLetter(_message.Message):
     attempts: int
     consumer_group: str
     failed_at: _timestamp_pb2.Timestamp
-    def __init__(self, original_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., reason: _Optional[str] = ..., error_type: _Optional[str] = ..., attempts: _Optional[int] = ..., consumer_group: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    value_ref: _common_pb2.ObjectRef
+    value_size: int
+    def __init__(self, original_topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., reason: _Optional[str] = ..., error_type: _Optional[str] = ..., attempts: _Optional[int] = ..., consumer_group: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., value_ref: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., value_size: _Optional[int] = ...) -> None: ...

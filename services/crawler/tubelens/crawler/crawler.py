@@ -209,7 +209,8 @@ class Crawler:
             search_query=candidate.query,
             default_language=snippet.get("defaultLanguage", ""),
         )
-        events.publish(self.producer, payload, key=video["id"], service=SERVICE)
+        # A root event: its id derives from the video (discovered once), so a re-announcement repeats it.
+        events.publish(self.producer, payload, key=video["id"], service=SERVICE, cause="discovered")
 
     def _publish_snapshot(self, video: dict, slot: str, subscribers: dict, now: float) -> None:
         stats = video.get("statistics", {})
@@ -228,7 +229,8 @@ class Crawler:
             channel_subscriber_count=count,
             subscriber_count_hidden=hidden,
         )
-        events.publish(self.producer, payload, key=video["id"], service=SERVICE)
+        # One snapshot per video and schedule slot: the id derives from the slot.
+        events.publish(self.producer, payload, key=video["id"], service=SERVICE, cause=f"stats/{slot}")
         SNAPSHOTS.labels(slot).inc()
 
     # refreshing

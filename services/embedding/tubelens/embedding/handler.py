@@ -40,6 +40,7 @@ TOP_CONCEPTS_PER_VIDEO = 20
 class _PendingThumbnail:
     stored: events_pb2.ThumbnailStored
     trace_id: str
+    cause: str  # the input event's id: the published event's id derives from it
     pixels: np.ndarray  # [1, 3, 224, 224]
 
 
@@ -69,10 +70,10 @@ class EmbeddingHandler:
         envelope = events.decode(message.value)
         which = envelope.WhichOneof("payload")
         if which == "thumbnail_stored":
-            self._take_thumbnail(envelope.thumbnail_stored, envelope.trace_id)
+            self._take_thumbnail(envelope.thumbnail_stored, envelope.trace_id, envelope.event_id)
         elif which == "frames_extracted":
             with log_context(video_id=envelope.frames_extracted.video_id):
-                self._embed_frames(envelope.frames_extracted, envelope.trace_id)
+                self._embed_frames(envelope.frames_extracted, envelope.trace_id, envelope.event_id)
         else:
             raise InvalidInput(f"the embedding service does not consume {envelope.event_type}")
 
@@ -82,7 +83,9 @@ class EmbeddingHandler:
         Storing and publishing one chunk's results (I/O) overlaps the next chunk's forward pass (CPU)."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        # Kept until everything below succeeded: after a failure (an outage) the worker calls this again and it redoes
+        # the batch, which is idempotent (content-addressed objects, upserts, derived event ids).
+        pending = self._pending
         finishing = []
         for start in range(0, len(pending), self.inference_batch):
             chunk = pending[start : start + self.inference_batch]
@@ -96,24 +99,27 @@ class EmbeddingHandler:
         for future in finishing:
             future.result()  # re-raises: nothing is committed past a failed write
         self.index.save_shard(self.store, self.shard_prefix)  # the vectors changed since the last shard
+        self._pending = []
         EMBEDDED.labels("thumbnail").inc(len(pending))
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
 
-    def _take_thumbnail(self, stored: events_pb2.ThumbnailStored, trace_id: str) -> None:
+    def _take_thumbnail(self, stored: events_pb2.ThumbnailStored, trace_id: str, cause: str) -> None:
         image = _preferred_image(stored)
         pixels = to_batch([self.store.get(image.ref.key)], max_pixels=self.backbone.max_pixels)
-        self._pending.append(_PendingThumbnail(stored, trace_id, pixels))
+        self._pending.append(_PendingThumbnail(stored, trace_id, cause, pixels))
 
     def _finish_thumbnail(self, item: _PendingThumbnail, vector: np.ndarray, concepts: list) -> None:
         video_id = item.stored.video_id
         vectors_ref = self._put_vectors(vector[None, :], "thumbnails")
         self.index.upsert(video_id, vector, phash=item.stored.phash or None)
         # One image's top 5 travel in the event itself: no concepts object to write.
-        self._publish(video_id, events_pb2.EMBEDDING_SOURCE_THUMBNAIL, 1, vectors_ref, None, concepts, item.trace_id)
+        self._publish(
+            video_id, events_pb2.EMBEDDING_SOURCE_THUMBNAIL, 1, vectors_ref, None, concepts, item.trace_id, item.cause
+        )
 
-    def _embed_frames(self, extracted: events_pb2.FramesExtracted, trace_id: str) -> None:
+    def _embed_frames(self, extracted: events_pb2.FramesExtracted, trace_id: str, cause: str) -> None:
         if not extracted.frames:
             log.info("no frames to embed")
             return
@@ -131,6 +137,7 @@ class EmbeddingHandler:
             concepts_ref,
             aggregated,
             trace_id,
+            cause,
         )
         EMBEDDED.labels("frame").inc(len(per_frame))
 
@@ -158,7 +165,7 @@ class EmbeddingHandler:
             body, prefix=f"concepts/{kind}", content_type="application/json", suffix=".json"
         ).to_ref()
 
-    def _publish(self, video_id, source, count, vectors_ref, concepts_ref, top, trace_id) -> None:
+    def _publish(self, video_id, source, count, vectors_ref, concepts_ref, top, trace_id, cause) -> None:
         payload = events_pb2.EmbeddingComputed(
             video_id=video_id,
             source=source,
@@ -169,7 +176,7 @@ class EmbeddingHandler:
             concepts=concepts_ref,
             top_concepts=top,
         )
-        events.publish(self.producer, payload, key=video_id, service=self.service, trace_id=trace_id)
+        events.publish(self.producer, payload, key=video_id, service=self.service, trace_id=trace_id, cause=cause)
 
 
 def _preferred_image(stored: events_pb2.ThumbnailStored) -> events_pb2.StoredImage:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from tubelens import events
 from tubelens.bus import Message
-from tubelens.errors import InvalidInput, NotFound, TubelensError, Unavailable
+from tubelens.errors import DependencyUnavailable, InvalidInput, NotFound, TubelensError
 from tubelens.fetch import Fetcher
 from tubelens.modelkit.backbone import Backbone
 from tubelens.modelkit.registry import ModelRegistry
@@ -219,7 +219,7 @@ def _typed(exc: grpc.RpcError, address: str) -> TubelensError:
     log.warning(
         "embedding service call failed", extra={"address": address, "code": exc.code().name, "error": exc.details()}
     )
-    return Unavailable("the similarity index is unavailable; try again later")
+    return DependencyUnavailable("the similarity index is unavailable; try again later", dependency="embedding")
 
 
 def _load(app: PredictorApp) -> None:

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tubelens.errors import Conflict, InvalidInput, NotFound, TooLarge, TubelensError, Unavailable
+from tubelens.errors import (
+    Conflict,
+    DependencyUnavailable,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    TubelensError,
+)
 from tubelens.predictor.settings import PredictorSettings
 
 T = TypeVar("T")
@@ -99,7 +106,10 @@ def with_retries(call: Callable[[float], T], budget: CallBudget, what: str) -> T
             last = str(exc)
         if attempts < budget.attempts:
             time.sleep(max(0.0, min(budget.delay(attempts), deadline - time.monotonic())))
-    raise Unavailable(f"{what}: no answer after {attempts} attempt(s) within {budget.deadline_s:g}s; last: {last}")
+    raise DependencyUnavailable(
+        f"{what}: no answer after {attempts} attempt(s) within {budget.deadline_s:g}s; last: {last}",
+        dependency="torchserve",
+    )
 
 
 def error_for_status(status: int, message: str, *, what: str) -> TubelensError:

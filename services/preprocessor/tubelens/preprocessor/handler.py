@@ -93,7 +93,7 @@ class PreprocessorHandler:
             failures = []
             for part, process in (("thumbnail", self.process_thumbnail), ("media", self.process_media)):
                 try:
-                    process(video, envelope.trace_id)
+                    process(video, envelope.trace_id, envelope.event_id)
                 except (InvalidInput, NotFound) as exc:
                     # The input's fault, not ours or a dependency's: the other part still gets its turn.
                     REJECTED.labels(part, reason_of(exc)).inc()
@@ -101,7 +101,9 @@ class PreprocessorHandler:
             if failures:
                 raise _combined(failures)
 
-    def process_thumbnail(self, video: events_pb2.VideoDiscovered, trace_id: str) -> events_pb2.ThumbnailStored:
+    def process_thumbnail(
+        self, video: events_pb2.VideoDiscovered, trace_id: str, cause: str
+    ) -> events_pb2.ThumbnailStored:
         url = choose_thumbnail(video.thumbnails).url
         with self._timed_fetch("thumbnail"):
             data, fetched = self.fetcher.fetch_bytes(
@@ -110,7 +112,9 @@ class PreprocessorHandler:
         FETCHED_BYTES.labels("thumbnail").inc(fetched.size)
         prepared = prepare_thumbnail(data, max_pixels=self.settings.max_pixels)
         stored = store_thumbnail(self.store, prepared, video_id=video.video_id, source_url=url)
-        events.publish(self.producer, stored, key=video.video_id, service=self.service, trace_id=trace_id)
+        events.publish(
+            self.producer, stored, key=video.video_id, service=self.service, trace_id=trace_id, cause=cause
+        )
         THUMBNAILS_STORED.inc()
         log.info(
             "thumbnail stored",
@@ -118,7 +122,9 @@ class PreprocessorHandler:
         )
         return stored
 
-    def process_media(self, video: events_pb2.VideoDiscovered, trace_id: str) -> events_pb2.FramesExtracted | None:
+    def process_media(
+        self, video: events_pb2.VideoDiscovered, trace_id: str, cause: str
+    ) -> events_pb2.FramesExtracted | None:
         """Frames and audio features of the media file, when the event names one."""
         if not video.media_url:
             return None
@@ -138,7 +144,9 @@ class PreprocessorHandler:
                 return None
             FETCHED_BYTES.labels("media").inc(fetched.size)
             extracted = self._extract(video, Path(spool.name), spool)
-        events.publish(self.producer, extracted, key=video.video_id, service=self.service, trace_id=trace_id)
+        events.publish(
+            self.producer, extracted, key=video.video_id, service=self.service, trace_id=trace_id, cause=cause
+        )
         VIDEOS_EXTRACTED.inc()
         FRAMES_EXTRACTED.inc(len(extracted.frames))
         SLATE_FRAMES_DROPPED.labels("leading").inc(extracted.dropped_leading)

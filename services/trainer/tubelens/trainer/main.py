@@ -138,7 +138,7 @@ def _on_demand(
     settings: TrainerServiceSettings, bus: Bus, producer: Producer, runner: Runner, tasks: tuple[str, ...], seed: int
 ) -> int:
     feed = _Feed(DatasetBuilder(runner.store), LabelledVideos())
-    worker = _worker(settings, bus, producer, feed)
+    worker = _worker(settings, bus, producer, feed, runner.store)
     stopped = threading.Event()
     on_stop_signals(stopped.set)
     thread = worker.start_thread()
@@ -168,7 +168,7 @@ def _serve(
     if trigger.state.last_run_at is not None:
         LAST_RUN.set(trigger.state.last_run_at.timestamp())
     log.info("serving", extra={"policy": vars(policy), "trigger_state": trigger.state.to_dict(), "tasks": tasks})
-    worker = _worker(settings, bus, producer, feed)
+    worker = _worker(settings, bus, producer, feed, runner.store)
     stopped = runner.stop
 
     def stop() -> None:
@@ -182,6 +182,7 @@ def _serve(
         if _wait_until_caught_up(worker, feed, trainer.idle_s, stopped):
             log.info("caught up", extra={"labelled_videos": feed.labelled.count()})
         while not stopped.wait(trainer.tick_s):
+            worker.raise_if_dead()  # a dead consume loop ends the process (non-zero), it does not idle on
             decision = trigger.check()
             LABELLED_SINCE_LAST_RUN.set(decision.labelled_since_last_run)
             if decision.fire:
@@ -242,7 +243,9 @@ class _Feed:
         self.last_event = time.monotonic()
 
 
-def _worker(settings: TrainerServiceSettings, bus: Bus, producer: Producer, feed: _Feed) -> Worker:
+def _worker(
+    settings: TrainerServiceSettings, bus: Bus, producer: Producer, feed: _Feed, store: ObjectStore
+) -> Worker:
     # A group of its own on every start: the in-memory builder needs every event again (see the module docstring).
     group = f"trainer-{uuid.uuid4().hex[:12]}"
     return Worker(
@@ -254,12 +257,15 @@ def _worker(settings: TrainerServiceSettings, bus: Bus, producer: Producer, feed
         producer=producer,
         retry=retry_policy(settings),
         max_batch=settings.consumer.batch_size,
+        claims=store,
+        seen_ids=settings.consumer.seen_ids,
     )
 
 
 def _wait_until_caught_up(worker: Worker, feed: _Feed, idle_s: float, stopped: threading.Event) -> bool:
     """True once no event arrived for `idle_s` after the worker joined its group; False when stopped first."""
     while not stopped.wait(0.5):
+        worker.raise_if_dead()
         if not worker.assignment():  # still joining the group: nothing could have arrived yet
             feed.last_event = time.monotonic()
         elif time.monotonic() - feed.last_event >= idle_s:

@@ -245,7 +245,13 @@ def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
         held_out_metrics_of_candidate=metrics,
     )
     replaced = production.version if promoted and production is not None else ""
-    events.publish(producer, model_trained_event(entry, promoted, replaced or None), key=task, service=SERVICE)
+    events.publish(
+        producer,
+        model_trained_event(entry, promoted, replaced or None),
+        key=task,
+        service=SERVICE,
+        cause=f"trained/{entry.version}",  # one event per registered version
+    )
     return TrainingResult(entry, promoted, replaced, metrics)
 
 
