@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from tests.buskit import FAST_RETRY, Recorder, discovered, publish_discovered, running, wait_until
 from tubelens import events
 from tubelens.bus import Bus, Message, Worker, dlq_topic
+from tubelens.bus.confluent import ConfluentBus
 from tubelens.bus.kafka import KafkaBus
 from tubelens.bus.memory import MemoryBus
 from tubelens.errors import DependencyUnavailable, InvalidInput
@@ -23,12 +24,11 @@ def make_bus(kind: str, request: pytest.FixtureRequest, limit: int) -> Bus:
     if kind == "memory":
         return MemoryBus(partitions=2, max_message_bytes=limit)
     broker = request.getfixturevalue("broker")
-    return KafkaBus(
-        KafkaSettings(bootstrap=broker.address, partitions=2, session_timeout_ms=6000, max_message_bytes=limit)
-    )
+    settings = KafkaSettings(bootstrap=broker.address, partitions=2, session_timeout_ms=6000, max_message_bytes=limit)
+    return KafkaBus(settings) if kind == "kafka" else ConfluentBus(settings)
 
 
-@pytest.fixture(params=["memory", "kafka"])
+@pytest.fixture(params=["memory", "kafka", "confluent"])
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -57,7 +57,7 @@ def test_a_3_mb_message_is_dead_lettered_with_a_claim_check_and_the_next_message
     topic, group = f"big-{unique}", f"g-{unique}"
     bus.ensure_topics([topic])
     # Published past a producer configured with a larger limit: what a misconfigured client could do.
-    roomy = make_bus(kind, request, 8 * LIMIT) if kind == "kafka" else MemoryBus(broker=bus.broker)
+    roomy = make_bus(kind, request, 8 * LIMIT) if kind != "memory" else MemoryBus(broker=bus.broker)
     huge = b"\x00garbage" * (3 * LIMIT // 8)
     big_producer = roomy.producer()
     big_producer.publish(topic, huge, key="v-big")

@@ -16,14 +16,22 @@ from confluent_kafka import Producer as CkProducer
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, as_key
-from tubelens.errors import Unavailable
+from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, as_key, record_size, too_large
+from tubelens.errors import DependencyUnavailable
 from tubelens.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 # librdkafka's local queue fills when the broker is slower than the producer: serve callbacks, then try again.
 _QUEUE_FULL_WAIT_S = 0.05
+
+
+# librdkafka's default total fetch size; raised to the message limit when that is larger.
+FETCH_MAX_BYTES = 52_428_800
+
+
+def _unavailable(message: str) -> DependencyUnavailable:
+    return DependencyUnavailable(message, dependency="broker")
 
 
 def _common(settings: KafkaSettings) -> dict:
@@ -33,7 +41,22 @@ def _common(settings: KafkaSettings) -> dict:
         "socket.connection.setup.timeout.ms": settings.connect_timeout_ms,
         # librdkafka logs through its own channel; route it through ours so the JSON logs stay one stream.
         "logger": log,
+        **_security(settings),
     }
+
+
+def _security(settings: KafkaSettings) -> dict:
+    """SASL and TLS towards the brokers, the same settings as kafka.py's, in librdkafka's names."""
+    options: dict = {"security.protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        options |= {
+            "sasl.mechanism": settings.sasl_mechanism,
+            "sasl.username": settings.sasl_username,
+            "sasl.password": settings.sasl_password.get_secret_value(),
+        }
+    if settings.security_protocol.endswith("SSL") and settings.ssl_cafile is not None:
+        options["ssl.ca.location"] = str(settings.ssl_cafile)
+    return options
 
 
 class ConfluentBusProducer(Producer):
@@ -47,12 +70,18 @@ class ConfluentBusProducer(Producer):
                 "linger.ms": 5,
                 "request.timeout.ms": settings.request_timeout_ms,
                 "delivery.timeout.ms": settings.delivery_timeout_ms,
+                "message.max.bytes": settings.max_message_bytes,
             }
         )
+        self.max_message_bytes = settings.max_message_bytes
         self._failure_lock = threading.Lock()
         self._failures: list[KafkaError] = []
 
     def publish(self, topic, value, *, key, headers=None) -> None:
+        # As in kafka.py: refused here, so the handler's message fails with this reason instead of a failed flush.
+        size = record_size(value, as_key(key), headers)
+        if size > self.max_message_bytes:
+            raise too_large(topic, size, self.max_message_bytes)
         self._bus.ensure_topics([topic])
         encoded_headers = [(k, v.encode()) for k, v in (headers or {}).items()]
         while True:
@@ -63,6 +92,10 @@ class ConfluentBusProducer(Producer):
                 break
             except BufferError:
                 self._producer.poll(_QUEUE_FULL_WAIT_S)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise too_large(topic, size, self.max_message_bytes) from None
+                raise _unavailable(f"Kafka producer: {exc}") from exc
         self._producer.poll(0)  # serve delivery callbacks of earlier messages without waiting
 
     def _delivered(self, error: KafkaError | None, _message) -> None:
@@ -73,11 +106,11 @@ class ConfluentBusProducer(Producer):
     def flush(self, timeout_s: float | None = None) -> None:
         remaining = self._producer.flush(-1 if timeout_s is None else timeout_s)
         if remaining:
-            raise Unavailable(f"Kafka producer: {remaining} message(s) not acknowledged in time")
+            raise _unavailable(f"Kafka producer: {remaining} message(s) not acknowledged in time")
         with self._failure_lock:
             failures, self._failures = self._failures, []
         if failures:
-            raise Unavailable(f"Kafka producer: {len(failures)} message(s) not delivered: {failures[0].str()}")
+            raise _unavailable(f"Kafka producer: {len(failures)} message(s) not delivered: {failures[0].str()}")
 
     def close(self) -> None:
         self._producer.flush(10)
@@ -93,6 +126,10 @@ class ConfluentBusConsumer(ConsumerClient):
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
                 "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 100),
+                # Any message up to the limit fits in one fetch.
+                "max.partition.fetch.bytes": settings.max_message_bytes,
+                "fetch.max.bytes": max(settings.max_message_bytes, FETCH_MAX_BYTES),
+                "receive.message.max.bytes": max(settings.max_message_bytes, FETCH_MAX_BYTES) + 512,
             }
         )
         # assignment() is asked from other threads while the worker blocks in consume(), and librdkafka's own
@@ -116,7 +153,7 @@ class ConfluentBusConsumer(ConsumerClient):
             error = record.error()
             if error is not None:
                 if error.fatal():
-                    raise Unavailable(f"Kafka consumer: {error.str()}")
+                    raise _unavailable(f"Kafka consumer: {error.str()}")
                 log.warning("kafka consumer error", extra={"error": error.str()})
                 continue
             messages.append(
@@ -130,6 +167,25 @@ class ConfluentBusConsumer(ConsumerClient):
                 )
             )
         return messages
+
+    def pause(self) -> None:
+        # Called from the worker's own thread, between consume() calls: the handle's assignment is safe to ask here.
+        self._consumer.pause(self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._consumer.resume(self._consumer.assignment())
+
+    def keep_alive(self) -> None:
+        """Consume while paused, so the group keeps this member (max.poll.interval.ms). A partition assigned
+        meanwhile is not paused yet and may return records: rewind to them, so none is skipped, and pause it too."""
+        first: dict[TopicPartition, int] = {}
+        for record in self._consumer.consume(num_messages=100, timeout=0):
+            if record.error() is None:
+                tp = (record.topic(), record.partition())
+                first[tp] = min(first.get(tp, record.offset()), record.offset())
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(CkTopicPartition(topic, partition, offset))
+        self.pause()
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
@@ -191,7 +247,7 @@ class ConfluentBus(Bus):
         try:
             metadata = self._admin_client().list_topics(timeout=self.settings.connect_timeout_ms / 1000)
         except KafkaException as exc:
-            raise Unavailable(
+            raise _unavailable(
                 f"Kafka admin: no broker answered at {self.settings.bootstrap} within "
                 f"{self.settings.connect_timeout_ms / 1000:.0f}s ({exc})"
             ) from exc
@@ -208,7 +264,7 @@ class ConfluentBus(Bus):
         except KafkaException as exc:
             if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 return  # another process won the race
-            raise Unavailable(f"Kafka admin: could not create topic {topic!r}: {exc}") from exc
+            raise _unavailable(f"Kafka admin: could not create topic {topic!r}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
