@@ -3,7 +3,8 @@
 The weights were trained on the shorter side resized to 256 (bicubic), a centre crop of 224, and every channel
 mapped from [0, 1] by (x - 0.5) / 0.5. Letterbox bars (YouTube's 480x360 thumbnails of 16:9 videos) are cropped
 first (`tubelens.images.crop_bars`), so the crop shows the picture rather than two black bands.
-An image that is already 224x224 is taken as that crop: it is the preprocessor's stored 224x224 variant, made the same way, and cropping it again would zoom in.
+An image that is already 224x224 is taken as that crop: it is the preprocessor's stored 224x224 variant, made the
+same way, and cropping it again would zoom in.
 """
 
 from __future__ import annotations
