@@ -29,7 +29,10 @@ from tubelens.errors import InvalidInput
 from tubelens.modelkit.features import (
     IMAGE,
     LOG10_VIEWS,
+    METADATA,
+    METADATA_FEATURES,
     MULTIMODAL,
+    Features,
     bucket_labels,
     channel_labels,
     features,
@@ -73,6 +76,7 @@ from tubelens.trainer.metrics import classification_metrics, regression_metrics
 from tubelens.trainer.provenance import code_version
 
 SERVICE = "trainer"
+AGE_FEATURE = "log10_age_hours"
 log = logging.getLogger(__name__)
 GENRE_FEATURES = "frames + audio"
 
@@ -144,12 +148,22 @@ def train_head(
         return train_ridge(
             x[train], y[train], x[val], y[val],
             target=LOG10_VIEWS, feature_set=spec.feature_set, shared_scale_spans=built.embedding_spans,
-            config=RidgeConfig(seed=seed), quiet=True, description=task,
+            config=RidgeConfig(seed=seed), quiet=True, description=task, clamp=_age_column(built),
         )  # fmt: skip
     options = {"feature_set": spec.feature_set, "config": TrainConfig(seed=seed), "quiet": True, "description": task}
     y, labels = _class_labels(table, task)
     spans = built.embedding_spans
     return train_classifier(x[train], y[train], x[val], y[val], labels=labels, shared_scale_spans=spans, **options)
+
+
+def _age_column(built: Features) -> dict[str, int]:
+    """The log-age column of the metadata block, if the feature set has one: the popularity head clamps it."""
+    offset = 0
+    for block, width in built.blocks:
+        if block == METADATA:
+            return {AGE_FEATURE: offset + METADATA_FEATURES.index(AGE_FEATURE)}
+        offset += width
+    return {}
 
 
 def _require_rows(task: str, spec: TaskSpec, train: np.ndarray, val: np.ndarray) -> None:
