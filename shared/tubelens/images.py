@@ -78,3 +78,45 @@ class NearDuplicatePolicy:
         if phash_a == UNKNOWN_PHASH or phash_b == UNKNOWN_PHASH:
             return cosine >= self.min_cosine_without_phash
         return hamming_distance(phash_a, phash_b) <= self.max_hamming and cosine >= self.min_cosine
+
+
+# A bar row or column: almost every pixel at most this bright. JPEG ringing lifts a few bar pixels next to the
+# picture, so a share of brighter ones is tolerated rather than demanding pure black.
+BAR_LUMA_MAX = 24
+BAR_BRIGHT_SHARE = 0.02
+# What must be left after cropping, per side: a picture that is mostly dark (a night scene) is not a bar.
+BAR_KEEP_MIN = 0.4
+
+
+def content_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the picture inside letterbox (top/bottom) or pillarbox (left/right) bars.
+
+    YouTube's 480x360 hqdefault shows a 16:9 video between black bars; left in, they fill the backbone's centre
+    crop's top and bottom and the embedding describes bars. The whole image when there are none, or when cropping
+    would leave less than `BAR_KEEP_MIN` of a side (an all-dark picture stays whole)."""
+    grey = np.asarray(image.convert("L"), dtype=np.uint8)
+    height, width = grey.shape
+    bright = grey > BAR_LUMA_MAX
+    dark_rows = bright.mean(axis=1) <= BAR_BRIGHT_SHARE
+    dark_columns = bright.mean(axis=0) <= BAR_BRIGHT_SHARE
+    top, bottom = _bar_span(dark_rows)
+    left, right = _bar_span(dark_columns)
+    if bottom - top < BAR_KEEP_MIN * height:
+        top, bottom = 0, height
+    if right - left < BAR_KEEP_MIN * width:
+        left, right = 0, width
+    return left, top, right, bottom
+
+
+def _bar_span(dark: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of what lies between the leading and trailing runs of dark lines."""
+    bright = np.flatnonzero(~dark)
+    if len(bright) == 0:
+        return 0, 0
+    return int(bright[0]), int(bright[-1]) + 1
+
+
+def crop_bars(image: Image.Image) -> Image.Image:
+    """The image without its letterbox or pillarbox bars (see `content_box`); the same object when it has none."""
+    box = content_box(image)
+    return image if box == (0, 0, *image.size) else image.crop(box)

@@ -266,6 +266,19 @@ def test_the_first_version_becomes_production(fresh: ModelRegistry, archive: Pat
     assert json.loads(fresh.store.get("models/buckets/production.json"))["version"] == "1"
 
 
+def test_a_first_version_that_does_not_beat_its_baselines_is_not_promoted(fresh: ModelRegistry, archive: Path) -> None:
+    _publish(fresh, "1", archive, 0.6)
+    kwargs = {"metric": "accuracy", "higher_is_better": True, "held_out_metrics_of_production": None}
+
+    assert not fresh.promote_if_better("buckets", "1", **kwargs, baselines={"majority_accuracy": 0.6})  # a tie
+    assert not fresh.promote_if_better("buckets", "1", **kwargs, baselines={"majority_accuracy": 0.4, "b": 0.7})
+    assert fresh.production("buckets") is None
+
+    assert fresh.promote_if_better("buckets", "1", **kwargs, baselines={"majority_accuracy": 0.4})
+    reason = json.loads(fresh.store.get("models/buckets/production.json"))["reason"]
+    assert "beats its baselines" in reason and "majority_accuracy 0.4" in reason
+
+
 def test_only_a_candidate_that_beats_production_on_the_same_rows_is_promoted(
     fresh: ModelRegistry, archive: Path
 ) -> None:

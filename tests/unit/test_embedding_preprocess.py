@@ -10,6 +10,8 @@ from PIL import Image
 
 from tubelens.devtools.fakeyoutube.thumbnails import bomb_png
 from tubelens.errors import InvalidInput, TooLarge
+from tubelens.images import content_box
+from tubelens.modelkit import ts_image_handler
 from tubelens.modelkit.preprocess import crop_pixels, to_batch
 
 GREY = (128, 128, 128)
@@ -92,3 +94,47 @@ def test_a_decompression_bomb_is_too_large_before_any_pixel_is_decoded() -> None
 def test_images_over_the_pixel_cap_are_too_large() -> None:
     with pytest.raises(TooLarge, match="declares 320x180 pixels, over the limit of 10000"):
         to_batch([encoded(Image.new("RGB", (320, 180)), "JPEG")], max_pixels=10_000)
+
+
+def letterboxed(bar: int) -> Image.Image:
+    """A 480x360 hqdefault of a 16:9 picture: `bar` black rows top and bottom, a noisy picture between."""
+    rng = np.random.default_rng(0)
+    pixels = np.zeros((360, 480, 3), dtype=np.uint8)
+    pixels[bar : 360 - bar] = rng.integers(60, 255, size=(360 - 2 * bar, 480, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def test_letterbox_bars_are_cropped_before_the_centre_crop() -> None:
+    image = letterboxed(45)
+    encoded_jpeg = encoded(image, "JPEG")  # JPEG ringing lifts a few bar pixels: still bars
+
+    assert content_box(image) == (0, 45, 480, 315)
+    assert content_box(Image.open(io.BytesIO(encoded_jpeg))) == (0, 45, 480, 315)
+    pixels = crop_pixels(image)
+    # Without the crop the top and bottom 16 rows of the 224 crop would be bar; now no row is black.
+    assert pixels.reshape(224, -1).max(axis=1).min() > 24
+    expected = crop_pixels(image.crop((0, 45, 480, 315)))
+    assert np.array_equal(pixels, expected)
+    batch = to_batch([encoded_jpeg])
+    assert float(batch[0, :, :8].mean()) > -0.5  # the top rows show the picture (-1 would be black)
+
+
+def test_pillarbox_bars_go_too_and_a_picture_without_bars_stays_whole() -> None:
+    image = letterboxed(0).transpose(Image.Transpose.ROTATE_90)  # 360x480, no bars
+    assert content_box(image) == (0, 0, 360, 480)
+    pillared = Image.new("RGB", (480, 360))
+    pillared.paste(image.resize((270, 360)), (105, 0))
+    assert content_box(pillared) == (105, 0, 375, 360)
+
+
+def test_a_dark_picture_is_not_taken_for_bars() -> None:
+    night = Image.new("RGB", (480, 360))
+    night.paste((200, 200, 200), (230, 170, 250, 190))  # a small light in the middle of a black picture
+    assert content_box(night) == (0, 0, 480, 360)
+    assert content_box(Image.new("RGB", (480, 360))) == (0, 0, 480, 360)
+
+
+def test_the_image_handler_crops_bars_as_the_embedding_service_does() -> None:
+    image = letterboxed(45)
+    assert ts_image_handler.content_box(image) == content_box(image)
+    assert np.array_equal(ts_image_handler.crop_pixels(image, resize=256, crop=224), crop_pixels(image))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tubelens.modelkit import ts_handler
 from tubelens.modelkit.features import Standardizer
 from tubelens.modelkit.schema import BUCKET_NAMES
 from tubelens.trainer.heads import (
@@ -138,3 +139,21 @@ def test_per_dimension_block_scaling_gives_unit_variance_per_dimension_on_averag
     scaled = standardizer.transform(x)[:, META:].astype(np.float64)
     assert np.mean(np.var(scaled, axis=0)) == pytest.approx(1.0, rel=1e-3)
     assert len(set(standardizer.scale[META:].tolist())) == 1  # one scale: the block's geometry is kept
+
+
+def test_a_clamped_column_is_held_to_its_training_range_in_training_and_serving(tmp_path: Path) -> None:
+    head, x, _ = _fit(clamp={"age": 0})
+    [rule] = head.config.clamp
+    assert rule["name"] == "age" and rule["low"] < 0 < rule["high"]
+    outside = x[:3].copy()
+    outside[:, 0] = [rule["low"] - 50, rule["high"] + 50, 0.0]
+    at_edges = outside.copy()
+    at_edges[:, 0] = [rule["low"], rule["high"], 0.0]
+    # Past the training range the prediction is the edge's, not a linear extrapolation of the slope.
+    np.testing.assert_array_equal(head.predict(outside), head.predict(at_edges))
+
+    head.save(tmp_path / "head")
+    served = ts_handler.HeadService(tmp_path / "head")
+    [rows] = served.answer([{"features": outside.tolist()}])
+    np.testing.assert_allclose([row["prediction"] for row in rows], head.predict(outside), rtol=0, atol=1e-9)
+    assert [row.get("clamped", []) for row in rows] == [["age"], ["age"], []]

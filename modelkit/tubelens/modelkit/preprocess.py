@@ -1,8 +1,10 @@
 """Images in, the backbone's input out: float32 NCHW, 224x224, scaled to [-1, 1].
 
 The weights were trained on the shorter side resized to 256 (bicubic), a centre crop of 224, and every channel
-mapped from [0, 1] by (x - 0.5) / 0.5. An image that is already 224x224 is taken as that crop: it is the
-preprocessor's stored 224x224 variant, made the same way, and cropping it again would zoom in.
+mapped from [0, 1] by (x - 0.5) / 0.5. Letterbox bars (YouTube's 480x360 thumbnails of 16:9 videos) are cropped
+first (`tubelens.images.crop_bars`), so the crop shows the picture rather than two black bands.
+An image that is already 224x224 is taken as that crop: it is the preprocessor's stored 224x224 variant, made the
+same way, and cropping it again would zoom in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from tubelens.errors import InvalidInput, TooLarge
-from tubelens.images import to_rgb
+from tubelens.images import crop_bars, to_rgb
 
 INPUT_SIZE = 224
 RESIZE_SIZE = 256
@@ -70,9 +72,11 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 
 
 def crop_pixels(image: Image.Image) -> np.ndarray:
-    """uint8 [224, 224, 3]: shorter side to 256 (bicubic), centre crop 224, as one resampling of the centre square."""
+    """uint8 [224, 224, 3]: letterbox bars cropped, shorter side to 256 (bicubic), centre crop 224, as one
+    resampling of the centre square. A 224x224 image is the preprocessor's crop, bars already gone."""
     rgb = to_rgb(image)
     if rgb.size != (INPUT_SIZE, INPUT_SIZE):
+        rgb = crop_bars(rgb)
         width, height = rgb.size
         side = INPUT_SIZE * min(width, height) / RESIZE_SIZE
         left, top = (width - side) / 2, (height - side) / 2

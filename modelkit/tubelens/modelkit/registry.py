@@ -236,17 +236,24 @@ class ModelRegistry:
         higher_is_better: bool,
         held_out_metrics_of_production: dict[str, Any] | None,
         held_out_metrics_of_candidate: dict[str, Any] | None = None,
+        baselines: dict[str, float] | None = None,
     ) -> bool:
-        """Promote the candidate only if it strictly beats production on `metric`, both measured on the same held-out
-        rows: the caller re-scores production on the candidate's held-out set and passes those metrics (the
-        candidate's default to its published ones). With no production yet the candidate is promoted."""
+        """Promote the candidate only if it strictly beats every baseline and production on `metric`, all measured on
+        the same held-out rows: the caller scores the baselines (`baselines`: name -> `metric` value) and re-scores
+        production on the candidate's held-out set (the candidate's metrics default to its published ones). A first
+        version is held to its baselines too: a model no better than a channel's mean or the commonest class is not
+        worth serving."""
         candidate = self.entry(task, candidate_version)
         current = self.production(task)
         if current is not None and current.version == candidate_version:
             return False
         candidate_score = _score(held_out_metrics_of_candidate or candidate.metrics, metric, "candidate")
+        if not _beats_all(candidate_score, baselines or {}, higher_is_better):
+            return False
+        versus = "".join(f", {name} {value:.6g}" for name, value in sorted((baselines or {}).items()))
         if current is None:
-            self.promote(task, candidate_version, reason=f"first version ({metric} {candidate_score:.6g})")
+            reason = f"first version; {metric} {candidate_score:.6g} beats its baselines on held-out rows{versus}"
+            self.promote(task, candidate_version, reason=reason)
             return True
         if held_out_metrics_of_production is None:
             raise InvalidInput(
@@ -257,7 +264,7 @@ class ModelRegistry:
         better = candidate_score > production_score if higher_is_better else candidate_score < production_score
         if not better:
             return False
-        reason = f"{metric} {candidate_score:.6g} vs {production_score:.6g} of {current.version}"
+        reason = f"{metric} {candidate_score:.6g} vs {production_score:.6g} of {current.version}{versus}"
         self.promote(task, candidate_version, reason=reason)
         return True
 
@@ -275,6 +282,11 @@ class ModelRegistry:
                 f"{entry.archive.key}: sha256 {sha256} does not match the registry's {entry.archive.sha256}"
             )
         return target
+
+
+def _beats_all(score: float, baselines: dict[str, float], higher_is_better: bool) -> bool:
+    """Strictly better than each baseline's score (no baselines: nothing to beat)."""
+    return all(score > value if higher_is_better else score < value for value in baselines.values())
 
 
 def model_trained_event(

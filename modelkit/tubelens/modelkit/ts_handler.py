@@ -149,13 +149,30 @@ class HeadService:
 
     def answer(self, requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         matrices = [self.rows_of(request) for request in requests]
+        clamped = [self.clamp(matrix) for matrix in matrices]
         with torch.no_grad():
             outputs = self.network((torch.cat(matrices) - self.mean) / self.scale)
         answers, start = [], 0
-        for matrix in matrices:
-            answers.append(self.read(outputs[start : start + len(matrix)]))
+        for matrix, names in zip(matrices, clamped, strict=True):
+            rows = self.read(outputs[start : start + len(matrix)])
+            for row, row_names in zip(rows, names, strict=True):
+                if row_names:  # said in the answer: the prediction is for the nearest age the model knows
+                    row["clamped"] = row_names
+            answers.append(rows)
             start += len(matrix)
         return answers
+
+    def clamp(self, matrix: torch.Tensor) -> list[list[str]]:
+        """Hold each clamped column (`HeadConfig.clamp`) to its training range, in place, as `heads.clamp_columns`
+        does; the names of the columns clamped in each row."""
+        names: list[list[str]] = [[] for _ in range(len(matrix))]
+        for rule in self.config.get("clamp") or []:
+            column = matrix[:, rule["column"]]
+            low, high = torch.tensor(rule["low"], dtype=torch.float32), torch.tensor(rule["high"], dtype=torch.float32)
+            for row in torch.nonzero((column < low) | (column > high)).flatten().tolist():
+                names[row].append(rule["name"])
+            matrix[:, rule["column"]] = column.clamp(low, high)
+        return names
 
     def rows_of(self, request: Any) -> torch.Tensor:
         rows = request.get("features") if isinstance(request, dict) else None

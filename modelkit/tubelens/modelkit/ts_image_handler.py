@@ -80,10 +80,34 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise BadImage(f"unsupported image mode {image.mode}: {exc}") from None
 
 
+# As `tubelens.images.content_box`, repeated here (this handler imports nothing from tubelens).
+BAR_LUMA_MAX, BAR_BRIGHT_SHARE, BAR_KEEP_MIN = 24, 0.02, 0.4
+
+
+def content_box(image: Image.Image) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) inside letterbox or pillarbox bars; the whole image when there are none."""
+    bright = np.asarray(image.convert("L"), dtype=np.uint8) > BAR_LUMA_MAX
+    height, width = bright.shape
+    rows, columns = (
+        np.flatnonzero(bright.mean(axis=1) > BAR_BRIGHT_SHARE),
+        np.flatnonzero(bright.mean(axis=0) > BAR_BRIGHT_SHARE),
+    )
+    top, bottom = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    left, right = (int(columns[0]), int(columns[-1]) + 1) if len(columns) else (0, 0)
+    if bottom - top < BAR_KEEP_MIN * height:
+        top, bottom = 0, height
+    if right - left < BAR_KEEP_MIN * width:
+        left, right = 0, width
+    return left, top, right, bottom
+
+
 def crop_pixels(image: Image.Image, *, resize: int, crop: int) -> np.ndarray:
-    """uint8 [crop, crop, 3]: shorter side to `resize` (bicubic), centre crop `crop`, as one resampling."""
+    """uint8 [crop, crop, 3]: letterbox bars cropped, shorter side to `resize` (bicubic), centre crop `crop`, as
+    one resampling."""
     rgb = to_rgb(image)
     if rgb.size != (crop, crop):
+        box = content_box(rgb)
+        rgb = rgb if box == (0, 0, *rgb.size) else rgb.crop(box)
         width, height = rgb.size
         side = crop * min(width, height) / resize
         left, top = (width - side) / 2, (height - side) / 2

@@ -15,6 +15,7 @@ predictor reaches the embedding model one way only: in process.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ POPULARITY, CHANNEL, GENRE, SIMILARITY = "popularity", "channel", "genre", "simi
 
 Embed = Callable[[list[Image.Image]], np.ndarray]  # float32 [n, 1280], L2-normalized
 Similar = Callable[[embedding_pb2.SimilarRequest], embedding_pb2.SimilarResponse]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,14 @@ class PredictorCore:
         prediction = self.manager.predict(POPULARITY, {"features": rows}, lease=held)
         if "sigma" not in prediction.rows[0]:
             raise InvalidInput(f"popularity version {prediction.version} gives no spread: not a popularity model")
+        clamped = sorted({name for row in prediction.rows for name in row.get("clamped", [])})
+        if clamped:
+            # The head holds features outside its training range to that range (a linear model would extrapolate):
+            # the answer is for the nearest age the model has seen, not the one asked.
+            log.info(
+                "features outside the model's training range were clamped to it",
+                extra={"version": prediction.version, "clamped": clamped, "age_seconds": facts.age_seconds},
+            )
         return prediction, facts
 
     def _popularity_of(self, answer: dict[str, Any], channel_id: str, age_s: int) -> Popularity:

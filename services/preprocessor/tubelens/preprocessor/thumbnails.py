@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from tubelens.errors import InvalidInput, TooLarge
-from tubelens.images import phash, to_rgb
+from tubelens.images import crop_bars, phash, to_rgb
 from tubelens.objects import Content, ObjectStore
 from tubelens.v1 import events_pb2
 
@@ -153,8 +153,10 @@ def backbone_variant(image: Image.Image) -> Image.Image:
     """224x224: shorter side to 256 (bicubic), centre crop 224, as torchvision's Resize(256) + CenterCrop(224).
 
     One resampling of the centre square instead of a resize and a crop: the same pixels up to sub-pixel
-    rounding of the crop offset, in a fraction of the time when the source is large.
+    rounding of the crop offset, in a fraction of the time when the source is large. Letterbox bars are cropped
+    first (`crop_bars`), so the backbone sees the picture, not the bars of a 480x360 hqdefault.
     """
+    image = crop_bars(image)
     width, height = image.size
     side = BACKBONE_SIZE * min(width, height) / BACKBONE_RESIZE
     left, top = (width - side) / 2, (height - side) / 2

@@ -226,7 +226,7 @@ def bootstrap_interval(
     `statistic` receives the arrays indexed by a (resamples, n) matrix and returns one value per resample.
     """
     n = len(arrays[0])
-    if n == 0:
+    if n == 0 or resamples == 0:  # no rows, or only the point value wanted: no interval
         return Interval(math.nan, math.nan, level, resamples)
     rng = np.random.default_rng(seed)
     replicates = []

@@ -29,7 +29,10 @@ from tubelens.errors import InvalidInput
 from tubelens.modelkit.features import (
     IMAGE,
     LOG10_VIEWS,
+    METADATA,
+    METADATA_FEATURES,
     MULTIMODAL,
+    Features,
     bucket_labels,
     channel_labels,
     features,
@@ -46,6 +49,7 @@ from tubelens.modelkit.registry import (
 from tubelens.modelkit.schema import BUCKET_NAMES
 from tubelens.modelkit.ts_image_handler import CONFIG_FILE as FINETUNED_CONFIG
 from tubelens.objects import ObjectStore
+from tubelens.trainer.baselines import CHANNEL_MEAN, MAJORITY, ChannelMean, MajorityClass
 from tubelens.trainer.finetune import FineTuneConfig, FineTuned, fine_tune, load_finetuned, load_thumbnails
 from tubelens.trainer.genre import (
     GAP_K,
@@ -72,6 +76,7 @@ from tubelens.trainer.metrics import classification_metrics, regression_metrics
 from tubelens.trainer.provenance import code_version
 
 SERVICE = "trainer"
+AGE_FEATURE = "log10_age_hours"
 log = logging.getLogger(__name__)
 GENRE_FEATURES = "frames + audio"
 
@@ -130,6 +135,7 @@ def train_head(
     spec = _spec(task)
     masks = split_masks(table, spec.split_column)
     train, val = masks["train"], masks["val"]
+    _require_rows(task, spec, train, val)
     if task == GENRE:
         return _train_genre(table, _required(inputs, task), spec, train, val, seed)
     if task == CHANNEL_FINETUNED:
@@ -142,12 +148,67 @@ def train_head(
         return train_ridge(
             x[train], y[train], x[val], y[val],
             target=LOG10_VIEWS, feature_set=spec.feature_set, shared_scale_spans=built.embedding_spans,
-            config=RidgeConfig(seed=seed), quiet=True, description=task,
+            config=RidgeConfig(seed=seed), quiet=True, description=task, clamp=_age_column(built),
         )  # fmt: skip
     options = {"feature_set": spec.feature_set, "config": TrainConfig(seed=seed), "quiet": True, "description": task}
     y, labels = _class_labels(table, task)
     spans = built.embedding_spans
     return train_classifier(x[train], y[train], x[val], y[val], labels=labels, shared_scale_spans=spans, **options)
+
+
+def _age_column(built: Features) -> dict[str, int]:
+    """The log-age column of the metadata block, if the feature set has one: the popularity head clamps it."""
+    offset = 0
+    for block, width in built.blocks:
+        if block == METADATA:
+            return {AGE_FEATURE: offset + METADATA_FEATURES.index(AGE_FEATURE)}
+        offset += width
+    return {}
+
+
+def _require_rows(task: str, spec: TaskSpec, train: np.ndarray, val: np.ndarray) -> None:
+    """A clean, skippable InvalidInput when the split cannot train (no rows) or choose (no validation rows)."""
+    for part, mask in (("train", train), ("validation", val)):
+        if not mask.any():
+            why = (
+                " (a catalogue without publish dates has one date block: every row trains)"
+                if "time" in spec.split_column
+                else ""
+            )
+            raise InvalidInput(f"{task}: the snapshot's {spec.split_column} has no {part} rows{why}")
+
+
+def baseline_scores(table: pa.Table, task: str, *, inputs: TaskInputs = None) -> dict[str, float]:
+    """Each baseline's value of the task's promotion metric on the task's test rows, the rows the candidate is
+    judged on: a model is promoted only when it beats them all (`ModelRegistry.promote_if_better`).
+
+    Popularity: the channel's mean training log10 views (the global mean for an unseen channel) and the global mean.
+    Classifiers: the commonest training label for every row."""
+    spec = _spec(task)
+    masks = split_masks(table, spec.split_column)
+    train, test = masks["train"], masks["test"]
+    if task == POPULARITY:
+        y = regression_target(table, LOG10_VIEWS)
+        channels = channel_labels(table)
+        channel_mean = ChannelMean.fit(channels[train], y[train]).predict(channels[test])
+        global_mean = np.full(int(test.sum()), float(y[train].mean()))
+        return {
+            f"{CHANNEL_MEAN}_{spec.metric}": getattr(
+                regression_metrics(y[test], channel_mean, resamples=0), spec.metric
+            ),
+            f"global_mean_{spec.metric}": getattr(regression_metrics(y[test], global_mean, resamples=0), spec.metric),
+        }
+    if task == GENRE:
+        truth = genre_labels(table)
+        rows = _part(_required(inputs, task), test, spec, "test").rows
+        train_truth, test_truth = truth[train], truth[rows]
+    else:
+        labels = channel_labels(table)
+        train_truth, test_truth = labels[train], labels[test]
+    majority = MajorityClass.fit(train_truth).predict(len(test_truth))
+    known = sorted(set(train_truth.tolist()) | set(test_truth.tolist()))
+    result = classification_metrics(test_truth, majority, labels=known, resamples=0)
+    return {f"{MAJORITY}_{spec.metric}": float(getattr(result, spec.metric))}
 
 
 def held_out_metrics(head: Model, table: pa.Table, task: str, *, inputs: TaskInputs = None) -> dict[str, float]:
@@ -225,6 +286,10 @@ def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
     inputs = task_inputs(task, table, registry.store)
     head = train_head(table, task, seed=seed, inputs=inputs, finetune=run.finetune)
     metrics = held_out_metrics(head, table, task, inputs=inputs)
+    baselines = baseline_scores(table, task, inputs=inputs)
+    # The entry says why it was or was not promoted: the baselines' scores on the same rows and the verdict.
+    metrics |= {f"baseline_{name}": value for name, value in baselines.items()}
+    metrics["beats_baselines"] = float(_beats(metrics[spec.metric], baselines, spec.higher_is_better))
     head.save(workdir / "head")
     version = f"{snapshot_id}-s{seed}"
     package = package_finetuned if task == CHANNEL_FINETUNED else package_head
@@ -243,7 +308,13 @@ def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
         higher_is_better=spec.higher_is_better,
         held_out_metrics_of_production=production_metrics,
         held_out_metrics_of_candidate=metrics,
+        baselines=baselines,
     )
+    if not metrics["beats_baselines"]:
+        log.warning(
+            "candidate not promoted: it does not beat its baselines on the held-out rows",
+            extra={"task": task, "version": version, spec.metric: metrics[spec.metric], **baselines},
+        )
     replaced = production.version if promoted and production is not None else ""
     events.publish(
         producer,
@@ -253,6 +324,10 @@ def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
         cause=f"trained/{entry.version}",  # one event per registered version
     )
     return TrainingResult(entry, promoted, replaced, metrics)
+
+
+def _beats(score: float, baselines: dict[str, float], higher_is_better: bool) -> bool:
+    return all(score > value if higher_is_better else score < value for value in baselines.values())
 
 
 def _head_of(registry: ModelRegistry, entry: RegistryEntry, workdir: Path) -> Model:
