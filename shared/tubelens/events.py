@@ -49,9 +49,11 @@ def payload_field(payload: ProtoMessage) -> str:
         raise InvalidInput(f"{payload.DESCRIPTOR.full_name} is not an event payload") from None
 
 
-def wrap(payload: ProtoMessage, *, producer: str, trace_id: str = "") -> events_pb2.Envelope:
+def wrap(payload: ProtoMessage, *, producer: str, trace_id: str = "", event_id: str = "") -> events_pb2.Envelope:
+    """`event_id` defaults to a fresh one; a producer that may send the same fact twice (an import run again) passes
+    one derived from the fact, so consumers see the same id both times."""
     envelope = events_pb2.Envelope(
-        event_id=uuid.uuid4().hex,
+        event_id=event_id or uuid.uuid4().hex,
         event_type=payload.DESCRIPTOR.full_name,
         schema_version=SCHEMA_VERSION,
         trace_id=trace_id or uuid.uuid4().hex,
