@@ -77,6 +77,10 @@ class Fetched:
     size: int
 
 
+# YouTube's thumbnail hosts: what the preprocessor fetches from by default, and what `tubelens import` accepts.
+YOUTUBE_IMAGE_HOSTS = ("i.ytimg.com", "i1.ytimg.com", "i2.ytimg.com", "i3.ytimg.com", "i4.ytimg.com", "i9.ytimg.com")
+
+
 class Fetcher:
     """GETs from allowlisted hosts only. Safe to share between threads (urllib3's pool is)."""
 

@@ -189,46 +189,13 @@ class Crawler:
         return result
 
     def _publish_discovered(self, video: dict, candidate: Candidate) -> None:
-        snippet, details = video["snippet"], video.get("contentDetails", {})
-        payload = events_pb2.VideoDiscovered(
-            video_id=video["id"],
-            channel_id=snippet["channelId"],
-            channel_title=snippet.get("channelTitle", ""),
-            title=snippet.get("title", ""),
-            description=snippet.get("description", ""),
-            published_at=_timestamp(parse_time(snippet["publishedAt"]).timestamp()),
-            category_id=snippet.get("categoryId", ""),
-            duration_seconds=duration_seconds(details.get("duration", "")),
-            tags=snippet.get("tags", []),
-            thumbnails=[
-                events_pb2.Thumbnail(name=name, url=t["url"], width=t.get("width", 0), height=t.get("height", 0))
-                for name, t in snippet.get("thumbnails", {}).items()
-            ],
-            media_url=self.settings.media_url_template.format(video_id=video["id"]),
-            source=candidate.source,
-            search_query=candidate.query,
-            default_language=snippet.get("defaultLanguage", ""),
-        )
+        media_url = self.settings.media_url_template.format(video_id=video["id"])
+        payload = video_discovered(video, candidate.source, candidate.query, media_url)
         # A root event: its id derives from the video (discovered once), so a re-announcement repeats it.
         events.publish(self.producer, payload, key=video["id"], service=SERVICE, cause="discovered")
 
     def _publish_snapshot(self, video: dict, slot: str, subscribers: dict, now: float) -> None:
-        stats = video.get("statistics", {})
-        channel_id = video["snippet"]["channelId"]
-        published = parse_time(video["snippet"]["publishedAt"]).timestamp()
-        count, hidden = subscribers.get(channel_id, (0, False))
-        payload = events_pb2.StatsSnapshot(
-            video_id=video["id"],
-            channel_id=channel_id,
-            observed_at=_timestamp(now),
-            age_seconds=max(int(now - published), 0),
-            schedule_slot=slot,
-            view_count=int(stats.get("viewCount", 0)),
-            like_count=int(stats.get("likeCount", 0)),
-            comment_count=int(stats.get("commentCount", 0)),
-            channel_subscriber_count=count,
-            subscriber_count_hidden=hidden,
-        )
+        payload = stats_snapshot(video, slot, subscribers, now)
         # One snapshot per video and schedule slot: the id derives from the slot.
         events.publish(self.producer, payload, key=video["id"], service=SERVICE, cause=f"stats/{slot}")
         SNAPSHOTS.labels(slot).inc()
@@ -249,6 +216,54 @@ class Crawler:
         self.producer.flush()
         for video_id, slot, _published in due:
             self.state.done(video_id, slot)
+
+
+def video_discovered(video: dict, source: int, query: str, media_url: str) -> events_pb2.VideoDiscovered:
+    """The videos.discovered payload of one videos.list item (the shape `tubelens import` builds for its rows too).
+    A video without `publishedAt` (a catalogue that does not know it) leaves `published_at` unset: unknown."""
+    snippet, details = video["snippet"], video.get("contentDetails", {})
+    published = snippet.get("publishedAt")
+    return events_pb2.VideoDiscovered(
+        video_id=video["id"],
+        channel_id=snippet["channelId"],
+        channel_title=snippet.get("channelTitle", ""),
+        title=snippet.get("title", ""),
+        description=snippet.get("description", ""),
+        published_at=_timestamp(parse_time(published).timestamp()) if published else None,
+        category_id=snippet.get("categoryId", ""),
+        duration_seconds=duration_seconds(details.get("duration", "")),
+        tags=snippet.get("tags", []),
+        thumbnails=[
+            events_pb2.Thumbnail(name=name, url=t["url"], width=t.get("width", 0), height=t.get("height", 0))
+            for name, t in snippet.get("thumbnails", {}).items()
+        ],
+        media_url=media_url,
+        source=source,
+        search_query=query,
+        default_language=snippet.get("defaultLanguage", ""),
+    )
+
+
+def stats_snapshot(video: dict, slot: str, subscribers: dict, now: float) -> events_pb2.StatsSnapshot:
+    """The videos.stats payload of one videos.list item observed at `now`; `subscribers` maps channel id to
+    (count, hidden). Without `publishedAt` the age is unknown and left 0 (read `published_at`'s presence)."""
+    stats = video.get("statistics", {})
+    channel_id = video["snippet"]["channelId"]
+    published = video["snippet"].get("publishedAt")
+    age = max(int(now - parse_time(published).timestamp()), 0) if published else 0
+    count, hidden = subscribers.get(channel_id, (0, False))
+    return events_pb2.StatsSnapshot(
+        video_id=video["id"],
+        channel_id=channel_id,
+        observed_at=_timestamp(now),
+        age_seconds=age,
+        schedule_slot=slot,
+        view_count=int(stats.get("viewCount", 0)),
+        like_count=int(stats.get("likeCount", 0)),
+        comment_count=int(stats.get("commentCount", 0)),
+        channel_subscriber_count=count,
+        subscriber_count_hidden=hidden,
+    )
 
 
 def uploads_playlist(channel_id: str) -> str:

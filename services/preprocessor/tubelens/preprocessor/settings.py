@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from tubelens.fetch import YOUTUBE_IMAGE_HOSTS
 from tubelens.settings import HostList, TubelensSettings
 
 MB = 1024 * 1024
-YOUTUBE_IMAGE_HOSTS = ("i.ytimg.com", "i1.ytimg.com", "i2.ytimg.com", "i3.ytimg.com", "i4.ytimg.com", "i9.ytimg.com")
 
 
 class PreprocessorSettings(BaseModel):
