@@ -55,6 +55,19 @@ def add_service_command(commands: Commands, name: str, help_text: str) -> argpar
     return run
 
 
+def add_service_action(
+    commands: Commands, name: str, action: str, help_text: str, target: str
+) -> argparse.ArgumentParser:
+    """Another verb beside `run` for `tubelens <name>` (added after `add_service_command`): `target` is
+    "module:function", imported only when the verb runs and called with the parsed arguments; returns its parser."""
+    service = commands.choices[name]
+    actions = next(a for a in service._actions if isinstance(a, argparse._SubParsersAction))
+    parser = actions.add_parser(action, help=help_text)
+    module, function = target.split(":")
+    parser.set_defaults(run=lambda args: getattr(importlib.import_module(module), function)(args))
+    return parser
+
+
 def console() -> Console:
     """A console for people: paths and addresses print verbatim (no markup, no highlighting), and the hints a reader
     copies into a shell are never broken across lines. Piped into a file or a CI log, rich would assume 80 columns

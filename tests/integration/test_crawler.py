@@ -98,6 +98,39 @@ def test_a_restart_announces_nothing_again_and_continues_the_schedule(youtube: F
     assert harness.crawler.client.quota.used() == harness.units_charged_by_youtube(), "quota survives the restart"
 
 
+def test_reannounce_brings_back_what_a_lost_broker_had_and_only_since_the_date(
+    youtube: FakeYouTube, tmp_path: Path
+) -> None:
+    harness = Harness(youtube, tmp_path / "state.sqlite")
+    harness.crawler.run_once()
+    first_batch = {v.video_id for v in harness.discovered()}
+    first_ids = {events.decode(m.value).event_id for m in harness.bus.broker.read_all(events.VIDEOS_DISCOVERED)}
+    youtube.advance(3 * 86400)
+    cut = youtube.now().timestamp()
+    harness.crawler.run_once()
+    later_batch = {v.video_id for v in harness.discovered()} - first_batch
+    assert later_batch, "the catalogue uploads during those three days"
+
+    harness.bus = MemoryBus()  # the broker lost everything; the crawler's seen-set did not
+    harness.restart()
+    harness.crawler.run_once()
+    assert harness.discovered() == [], "the seen-set alone never announces a video twice"
+
+    assert harness.crawler.reannounce(since=cut) == len(later_batch)
+    assert {v.video_id for v in harness.discovered()} == later_batch, "only what was first announced since the date"
+    assert harness.crawler.reannounce(since=0) == len(first_batch | later_batch)
+    again = harness.discovered()
+    assert Counter(v.video_id for v in again) == Counter(
+        {**dict.fromkeys(first_batch, 1), **dict.fromkeys(later_batch, 2)}
+    )
+    assert all(v.title and v.channel_id for v in again), "announced with their metadata, as at discovery"
+    new_ids = {events.decode(m.value).event_id for m in harness.bus.broker.read_all(events.VIDEOS_DISCOVERED)}
+    assert new_ids.isdisjoint(first_ids), "ids of their own: consumers that remember the first ones do not skip them"
+    reannounce_stats = [s for s in harness.snapshots() if s.schedule_slot == "reannounce"]
+    assert len(reannounce_stats) == len(again) and all(s.channel_subscriber_count > 0 for s in reannounce_stats)
+    assert harness.crawler.client.quota.used() == harness.units_charged_by_youtube()
+
+
 def test_new_uploads_appear_over_time_and_counters_are_refreshed_in_their_slots(
     youtube: FakeYouTube, tmp_path: Path
 ) -> None:

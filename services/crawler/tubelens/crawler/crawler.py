@@ -21,7 +21,7 @@ from tubelens.bus import Producer
 from tubelens.crawler.quota import QuotaExhausted
 from tubelens.crawler.settings import CrawlerSettings
 from tubelens.crawler.state import CrawlerState
-from tubelens.crawler.youtube import YouTubeClient, parse_time
+from tubelens.crawler.youtube import YouTubeClient, chunks, parse_time
 from tubelens.errors import TubelensError
 from tubelens.rpc import reason_of
 from tubelens.v1 import events_pb2
@@ -180,6 +180,31 @@ class Crawler:
             source = SOURCE.Name(first_seen[video["id"]].source).removeprefix("DISCOVERY_SOURCE_").lower()
             DISCOVERED.labels(source).inc()
             report.discovered[source] = report.discovered.get(source, 0) + 1
+
+    def reannounce(self, since: float) -> int:
+        """Announce again every video first announced at or after `since`, with its metadata and counters as YouTube
+        has them now: for when the broker lost what the crawler had sent (its seen-set would otherwise keep those
+        videos from ever being announced again). The events get ids of their own (caused by this re-announcement),
+        so consumers that remember the first ones do not skip them; their effects are idempotent (content-addressed
+        objects, upserts by video id), so a video whose first announcement did survive changes nothing. Costs the
+        quota of videos.list and channels.list (one unit per 50 ids); returns how many videos were announced."""
+        ids = self.state.discovered_since(since)
+        cause = f"reannounced/{since:.0f}"
+        announced = 0
+        for chunk in chunks(ids):
+            videos = self.client.videos(chunk)  # a video deleted since is simply not returned
+            subscribers = self._subscribers({v["snippet"]["channelId"] for v in videos})
+            now = self.clock()
+            for video in videos:
+                media_url = self.settings.media_url_template.format(video_id=video["id"])
+                payload = video_discovered(video, SOURCE.DISCOVERY_SOURCE_UNSPECIFIED, "", media_url)
+                events.publish(self.producer, payload, key=video["id"], service=SERVICE, cause=cause)
+                snapshot = stats_snapshot(video, "reannounce", subscribers, now)
+                events.publish(self.producer, snapshot, key=video["id"], service=SERVICE, cause=cause)
+            self.producer.flush()
+            announced += len(videos)
+        log.info("re-announced", extra={"since": since, "known": len(ids), "announced": announced})
+        return announced
 
     def _subscribers(self, channel_ids: set[str]) -> dict[str, tuple[int, bool]]:
         result = {}

@@ -1,11 +1,14 @@
-"""`tubelens crawler run [--once]`: crawl continuously, or one cycle (a backfill) and exit."""
+"""`tubelens crawler run [--once]`: crawl continuously, or one cycle (a backfill) and exit; `tubelens crawler
+reannounce --since DATE`: announce again what a broker lost."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 from tubelens.bus import counted, open_bus
 from tubelens.crawler.crawler import Crawler
@@ -35,6 +38,32 @@ def build_crawler(settings: CrawlerServiceSettings, producer, clock=time.time) -
         backoff_max_s=c.backoff_max_s,
     )
     return Crawler(c, client, state, producer, clock), state
+
+
+def reannounce(args: argparse.Namespace) -> int:
+    """`tubelens crawler reannounce --since DATE`: one pass over the seen-set, then exit (0 when it finished)."""
+    since = parse_since(args.since)
+    settings = load_settings(CrawlerServiceSettings)
+    configure_logging(settings.service, settings.log_level)
+    bus = open_bus(settings)
+    producer = counted(bus.producer(), settings.service)
+    crawler, state = build_crawler(settings, producer)
+    try:
+        count = crawler.reannounce(since)
+        print(json.dumps({"since": datetime.fromtimestamp(since, UTC).isoformat(), "reannounced": count}))
+        return 0
+    finally:
+        producer.close()
+        bus.close()
+        state.close()
+
+
+def parse_since(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"--since: not an ISO date or time: {text!r} (e.g. 2026-12-01 or 2026-12-01T06:00)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def run(args: argparse.Namespace) -> int:

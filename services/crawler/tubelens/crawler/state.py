@@ -72,6 +72,13 @@ class CrawlerState:
     def done(self, video_id: str, slot: str) -> None:
         self.db.execute("DELETE FROM schedule WHERE video_id = ? AND slot = ?", (video_id, slot))
 
+    def discovered_since(self, since: float) -> list[str]:
+        """The ids first announced at or after `since` (epoch seconds), in announcement order."""
+        rows = self.db.execute(
+            "SELECT video_id FROM videos WHERE discovered_at >= ? ORDER BY discovered_at, video_id", (since,)
+        )
+        return [row[0] for row in rows]
+
     def video_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
 
