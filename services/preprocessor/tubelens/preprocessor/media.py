@@ -7,6 +7,7 @@ files or URLs on their own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import av
 import av.container
 
 from tubelens.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 # ISO base media boxes a QuickTime or MP4 file may start with.
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
@@ -68,4 +71,8 @@ def media_errors() -> Iterator[None]:
     try:
         yield
     except av.FFmpegError as exc:
-        raise InvalidInput(f"media could not be decoded: {exc}", field="media_url") from None
+        # str(exc) names the local temporary file; the reason (dead letters, logs downstream) carries FFmpeg's own
+        # words only, and the full error stays in this process's log.
+        log.info("media decoding failed", extra={"error": str(exc)})
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidInput(f"media could not be decoded: {reason}", field="media_url") from None
