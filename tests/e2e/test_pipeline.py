@@ -163,7 +163,9 @@ def test_two_hundred_videos_are_crawled_and_preprocessed_with_none_lost_and_none
             source = events_pb2.EmbeddingSource.Name(envelope.embedding_computed.source)
             by_topic[topic][(envelope.embedding_computed.video_id, source)] += 1
         elif envelope.HasField("dead_letter"):
-            video_id = events.decode(envelope.dead_letter.value).video_discovered.video_id
+            # The original bytes are claim-checked into the object store; the letter keeps the original key.
+            assert envelope.dead_letter.value_ref.key and envelope.dead_letter.value_size > 0
+            video_id = envelope.dead_letter.key.decode()
             letters[video_id] = envelope.dead_letter
             by_topic[topic][video_id] += 1
         else:

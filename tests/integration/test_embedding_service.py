@@ -4,6 +4,7 @@ index and embeddings.computed out; the Embedder gRPC API over loopback; near-cop
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -164,11 +165,14 @@ def test_thumbnails_and_frames_become_vectors_concepts_shards_and_events_and_a_r
     keys_before = {info.key for info in store.list()}
     replay = EmbeddingHandler(backbone, store=store, producer=kafka.producer(), index=rebuilt, shard_prefix=SHARDS)
     again = Recorder()
+    # seen_ids=0: this observer records every delivery, duplicates included, to compare the replay's ids.
     replay_observer = Worker(
-        kafka, [events.EMBEDDINGS_COMPUTED], f"obs2-{unique}", again.handler("again"), service="test"
+        kafka, [events.EMBEDDINGS_COMPUTED], f"obs2-{unique}", again.handler("again"), service="test", seen_ids=0
     )
     with running(embedding_worker(kafka, [thumbnails_topic], f"emb2-{unique}", replay), replay_observer):
         again.wait_for(2 * len(thumbnails) + 1, timeout=120)
+    replayed_ids = Counter(envelope.event_id for _, envelope, _ in again.seen)
+    assert len(replayed_ids) == len(thumbnails) + 1, "the replay re-published the first pass's event ids"
     new_keys = {info.key for info in store.list()} - keys_before
     assert all(key.startswith(SHARDS) for key in new_keys), f"a replay stores no new vectors or concepts: {new_keys}"
     assert len(rebuilt) == len(thumbnails)
