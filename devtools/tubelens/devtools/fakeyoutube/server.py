@@ -251,6 +251,10 @@ class FakeYouTube:
             "TUBELENS_CRAWLER__CHANNELS": ",".join(channel.id for channel in self.catalogue.channels),
             "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS": self._address[0],
             "TUBELENS_TRAINER__NEW_LABELS": str(max(1, int(0.8 * visible))),
+            # The stand-in's worlds are small (a few test rows a channel): there the popularity ridge loses to the
+            # channel-mean baseline (MAE 0.59 against 0.52 on one dev up), so the gate would leave the predictor
+            # without a popularity model; the verdict is still recorded with every version.
+            "TUBELENS_TRAINER__REQUIRE_BEATING_BASELINES": "false",
         }
 
     # clock

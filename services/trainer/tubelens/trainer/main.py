@@ -334,6 +334,7 @@ class Runner:
             seed=request.seed,
             # A scheduled or default run still trains what the snapshot supports when one task cannot be trained.
             skip_unsupported=True,
+            require_beating_baselines=self.settings.trainer.require_beating_baselines,
         )
         outcomes = tuple(TaskResult(r.entry.task, r.entry.version, r.promoted, r.replaced, r.metrics) for r in results)
         record = self._record(request, snapshot_id, Outcome.SUCCEEDED, results=outcomes)

@@ -26,6 +26,11 @@ class TrainerSettings(BaseModel):
     executor: Executor = Executor.LOCAL
     schedule_s: float = Field(default=24 * 3600, ge=0, description="--serve: a run this long after the last; 0 = off")
     new_labels: int = Field(default=500, ge=0, description="--serve: a run after this many newly labelled videos")
+    require_beating_baselines: bool = Field(
+        default=True,
+        description="promote a version only when it beats its baselines on the held-out rows (first versions too); "
+        "off, the verdict is still recorded in the entry's metrics and logged",
+    )
     min_interval_s: float = Field(default=3600, ge=0, description="--serve: never two runs closer than this")
     tick_s: float = Field(default=1.0, gt=0, description="--serve: how often the trigger is asked")
     kubernetes: KubernetesSettings = KubernetesSettings()

@@ -247,6 +247,7 @@ def run_training(
     seed: int = 0,
     finetune: FineTuneConfig | None = None,
     skip_unsupported: bool = False,
+    require_beating_baselines: bool = True,
 ) -> list[TrainingResult]:
     """Train, judge, publish and (on a win) promote each task. With `skip_unsupported`, a task this snapshot cannot
     support (InvalidInput: no validation video of a trained genre, no media at all) is logged and skipped so that
@@ -256,7 +257,7 @@ def run_training(
     results, skipped = [], {}
     with tempfile.TemporaryDirectory(prefix="tubelens-train-") as tmp:
         for task in tasks:
-            run = _Run(table, snapshot_id, registry, producer, seed, finetune)
+            run = _Run(table, snapshot_id, registry, producer, seed, finetune, require_beating_baselines)
             try:
                 results.append(_train_and_register(run, task, Path(tmp) / task))
             except InvalidInput as exc:
@@ -278,6 +279,7 @@ class _Run:
     producer: Producer
     seed: int
     finetune: FineTuneConfig | None
+    require_beating_baselines: bool = True
 
 
 def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
@@ -308,7 +310,8 @@ def _train_and_register(run: _Run, task: str, workdir: Path) -> TrainingResult:
         higher_is_better=spec.higher_is_better,
         held_out_metrics_of_production=production_metrics,
         held_out_metrics_of_candidate=metrics,
-        baselines=baselines,
+        # Off (TUBELENS_TRAINER__REQUIRE_BEATING_BASELINES=false): the verdict is still recorded and logged.
+        baselines=baselines if run.require_beating_baselines else None,
     )
     if not metrics["beats_baselines"]:
         log.warning(
