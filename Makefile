@@ -11,7 +11,7 @@ PROTO_OUT := shared
 # against pinned sha256s.
 TOOLS_BIN := .tubelens/tools/bin
 
-.PHONY: install models protos check-protos lint test tools deploy-check bench up down status demo clean
+.PHONY: install models protos check-protos lint test tools deploy-check images bench up down status demo clean
 
 install: $(STAMP)
 
@@ -50,6 +50,14 @@ tools: $(STAMP)
 # The chart, the images, skaffold.yaml, the alerts and the dashboard only (tests/deploy, part of `make test`).
 deploy-check: $(STAMP) tools
 	$(BIN)/pytest tests/deploy
+
+# Every image built here (podman/buildah, installed by scripts/ensure-podman.sh) from a Debian base made by
+# debootstrap and a local wheelhouse, each cached; prints each image's size and build time. DEVELOPERS.md: Images.
+images: $(STAMP)
+	bash scripts/ensure-podman.sh
+	bash scripts/base-image.sh
+	bash scripts/wheelhouse.sh
+	bash scripts/images.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
