@@ -7,7 +7,8 @@ set -euo pipefail
 source "$(dirname "$0")/podman-env.sh"
 BASE="${BASE:-tubelens-base:bookworm}"
 WHEELHOUSE="${WHEELHOUSE:-$PWD/.tubelens/wheelhouse}"
-TAG="${TAG:-dev}"
+# Tagged as the chart names them (its appVersion), so that what the chart renders runs as it is.
+TAG="${TAG:-$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/tubelens/Chart.yaml)}"
 images=("$@")
 [ ${#images[@]} -gt 0 ] || images=(crawler preprocessor embedding trainer predictor torchserve)
 local_build=(--isolation chroot --network host --layers --build-arg "BASE=$BASE"
