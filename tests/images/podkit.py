@@ -5,6 +5,7 @@ writable emptyDirs only where the chart mounts them) is derived from `helm templ
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from pathlib import Path
@@ -46,7 +47,9 @@ def env_of(docs: list[dict], spec: dict) -> dict[str, str]:
         if "configMapRef" in source and source["configMapRef"]["name"] in configmaps:
             env.update(configmaps[source["configMapRef"]["name"]].get("data", {}))
         if "secretRef" in source and source["secretRef"]["name"] in secrets:
-            env.update(secrets[source["secretRef"]["name"]].get("stringData", {}))
+            secret = secrets[source["secretRef"]["name"]]
+            env.update({key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()})
+            env.update(secret.get("stringData", {}))
     for item in spec.get("env", []):
         if "value" in item:
             env[item["name"]] = str(item["value"])
