@@ -6,10 +6,22 @@
 # An image installs its service and what that service's pyproject asks for: the ground floor always, the model kit
 # (and with it torch) only for the embedding service, the trainer and the predictor.
 
-FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS build
+# The same recipe builds both ways: by default from the pinned upstream base and the production indexes; on a machine
+# that reaches no registry (`make images`), from a Debian base made by debootstrap (--build-arg BASE=tubelens-base:
+# bookworm) and a local wheelhouse mounted at /wheelhouse (--build-arg PIP_NO_INDEX=1 --build-arg
+# PIP_FIND_LINKS=/wheelhouse). Both bases have python3.11; Debian's has no ensurepip, so pip then comes from the
+# wheelhouse.
+ARG BASE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+
+FROM ${BASE} AS build
 ARG SERVICE
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+ARG PIP_NO_INDEX=0
+ARG PIP_FIND_LINKS=
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=$PIP_NO_INDEX PIP_FIND_LINKS=$PIP_FIND_LINKS
+RUN python3.11 -m venv /opt/venv 2>/dev/null \
+    || { python3.11 -m venv --clear --without-pip /opt/venv \
+         && pip_wheel=$(ls "$PIP_FIND_LINKS"/pip-*.whl | head -1) \
+         && /opt/venv/bin/python "$pip_wheel/pip" install --quiet "$pip_wheel"; }
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -35,7 +47,7 @@ RUN if python -c "import tubelens.modelkit.export" 2>/dev/null; then python -m t
 RUN printf '#!/bin/sh\nexec /opt/venv/bin/tubelens %s run "$@"\n' "$SERVICE" > /opt/venv/bin/tubelens-service \
     && chmod 755 /opt/venv/bin/tubelens-service
 
-FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+FROM ${BASE}
 RUN groupadd --system --gid 10001 tubelens \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tubelens
 COPY --from=build /opt/venv /opt/venv

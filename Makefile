@@ -11,7 +11,7 @@ PROTO_OUT := shared
 # against pinned sha256s.
 TOOLS_BIN := .tubelens/tools/bin
 
-.PHONY: install models protos check-protos lint test tools deploy-check bench up down status demo clean
+.PHONY: install models protos check-protos lint test tools deploy-check images image-check bench up down status demo clean
 
 install: $(STAMP)
 
@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check shared modelkit services client devtools tests scripts deploy
 
 test: $(STAMP) check-protos tools
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --ignore=tests/images
 
 # Idempotent: a tool already there with its pinned sha256 is not fetched again (deploy/tools/fetch_tools.py).
 tools: $(STAMP)
@@ -50,6 +50,18 @@ tools: $(STAMP)
 # The chart, the images, skaffold.yaml, the alerts and the dashboard only (tests/deploy, part of `make test`).
 deploy-check: $(STAMP) tools
 	$(BIN)/pytest tests/deploy
+
+# Every image built here (podman/buildah, installed by scripts/ensure-podman.sh) from a Debian base made by
+# debootstrap and a local wheelhouse, each cached; prints each image's size and build time. DEVELOPERS.md: Images.
+images: $(STAMP)
+	bash scripts/ensure-podman.sh
+	bash scripts/base-image.sh
+	bash scripts/wheelhouse.sh
+	bash scripts/images.sh
+
+# The images run under podman with the chart's rendered pod settings (tests/images; builds what is missing).
+image-check: images tools
+	$(BIN)/pytest tests/images
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

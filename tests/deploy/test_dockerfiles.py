@@ -34,18 +34,24 @@ class Stage:
 
 
 def stages(path: Path) -> list[Stage]:
-    """FROM-delimited stages with their instructions; continuation lines joined, comments dropped."""
+    """FROM-delimited stages with their instructions; continuation lines joined, comments dropped. A base named by an
+    ARG before the first FROM (`FROM ${BASE}`) reads as that ARG's default: what a build without --build-arg gets."""
     text = re.sub(r"\\\n", " ", path.read_text())
     found: list[Stage] = []
+    defaults: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         keyword, _, args = line.partition(" ")
         keyword = keyword.upper()
-        if keyword == "FROM":
+        if keyword == "ARG" and not found:
+            name, _, default = args.partition("=")
+            defaults[name.strip()] = default.strip()
+        elif keyword == "FROM":
             base, _, name = args.partition(" AS ")
-            found.append(Stage(base.strip(), name.strip() or None))
+            base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], base.strip())
+            found.append(Stage(base, name.strip() or None))
         else:
             assert found, f"{path}: {keyword} before FROM"
             found[-1].instructions.append((keyword, " ".join(args.split())))
@@ -189,3 +195,21 @@ def test_the_build_context_leaves_out_the_workspace() -> None:
         assert ignored(path), path
     for path in ("pyproject.toml", "README.md", "shared/tubelens/cli.py", "services/trainer/tubelens"):
         assert not ignored(path), path
+
+
+@pytest.mark.parametrize("path", [SERVICE_IMAGES, TORCHSERVE], ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_cpu_images_build_both_ways(path: Path) -> None:
+    """Production by default (the pinned upstream base, the indexes); here with --build-arg BASE=<the debootstrap
+    base> PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse (scripts/images.sh), the same recipe either way."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    (base,) = re.findall(r"^ARG BASE=(\S+)$", text, re.M)
+    assert PINNED.match(base), "the default base stays the pinned upstream one"
+    assert all(stage.base == base for stage in stages(path)[:1]) and "FROM ${BASE}" in text
+    build = stages(path)[0]
+    assert "PIP_NO_INDEX=0" in build.all("ARG") and "PIP_FIND_LINKS=" in build.all("ARG")
+    assert any("PIP_NO_INDEX=$PIP_NO_INDEX PIP_FIND_LINKS=$PIP_FIND_LINKS" in env for env in build.all("ENV"))
+    # Debian's python3.11 has no ensurepip: the venv then takes pip from the wheelhouse.
+    assert any("--without-pip" in run and '"$PIP_FIND_LINKS"/pip-' in run for run in build.all("RUN"))
+    script = (ROOT / "scripts" / "images.sh").read_text()
+    for arg in ("BASE=$BASE", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/wheelhouse", ":/wheelhouse:ro"):
+        assert arg in script, arg
