@@ -129,7 +129,8 @@ def write_report(
     result: DemoResult, snapshot: Snapshot, index: SimilarityIndex, store: LocalObjectStore, out_dir: Path
 ) -> Path:
     dead_letters = [
-        (events.decode(letter.value).video_discovered.video_id, f"{letter.error_type}: {letter.reason}")
+        # The letter keeps the original key (the video id); its bytes may be claim-checked into the store.
+        (letter.key.decode(), f"{letter.error_type}: {letter.reason}")
         for letter in result.dead_letters
     ]
     models = [

@@ -78,7 +78,8 @@ class Counts:
                 thumbnail = computed.source == events_pb2.EMBEDDING_SOURCE_THUMBNAIL
                 (self.embedded_thumbnails if thumbnail else self.embedded_frames).add(computed.video_id)
             elif kind == "dead_letter":
-                video = events.decode(envelope.dead_letter.value).video_discovered.video_id
+                # The original bytes are claim-checked into the object store; the letter keeps the key (the video).
+                video = envelope.dead_letter.key.decode()
                 self.dead_letters[video] = envelope.dead_letter.reason
 
     def accounted(self) -> int:
