@@ -72,6 +72,7 @@ def test_fake_youtube_prints_the_pipelines_settings_writes_them_and_takes_fault_
             "TUBELENS_CRAWLER__CHANNELS",
             "TUBELENS_PREPROCESSOR__ALLOWED_HOSTS",
             "TUBELENS_TRAINER__NEW_LABELS",
+            "TUBELENS_TRAINER__REQUIRE_BEATING_BASELINES",
         } == set(written)
         assert len(written["TUBELENS_CRAWLER__CHANNELS"].split(",")) == 4
         api = written["TUBELENS_CRAWLER__API_BASE"]
