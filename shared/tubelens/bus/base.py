@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tubelens.errors import TooLarge
@@ -36,6 +36,21 @@ def too_large(topic: str, size: int, limit: int) -> TooLarge:
         "(TUBELENS_KAFKA__MAX_MESSAGE_BYTES)",
         field="value",
     )
+
+
+def ensure_known_topics(
+    known: set[str], topics: list[str], existing: Callable[[], set[str]], create: Callable[[str], None]
+) -> None:
+    """Create those of `topics` that neither `known` (topics this process saw exist) nor the broker's listing
+    (`existing`, asked only when one is unknown) has, and remember them all. The caller holds its own lock."""
+    missing = [t for t in topics if t not in known]
+    if not missing:
+        return
+    present = existing()
+    for topic in missing:
+        if topic not in present:
+            create(topic)
+        known.add(topic)
 
 
 @dataclass(frozen=True)

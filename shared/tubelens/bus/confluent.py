@@ -16,7 +16,17 @@ from confluent_kafka import Producer as CkProducer
 from confluent_kafka import TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, as_key, record_size, too_large
+from tubelens.bus.base import (
+    Bus,
+    ConsumerClient,
+    Message,
+    Producer,
+    TopicPartition,
+    as_key,
+    ensure_known_topics,
+    record_size,
+    too_large,
+)
 from tubelens.errors import DependencyUnavailable
 from tubelens.settings import KafkaSettings
 
@@ -229,14 +239,7 @@ class ConfluentBus(Bus):
 
     def ensure_topics(self, topics: list[str]) -> None:
         with self._lock:
-            missing = [t for t in topics if t not in self._known_topics]
-            if not missing:
-                return
-            existing = self._existing_topics()
-            for topic in missing:
-                if topic not in existing:
-                    self._create_topic(topic)
-                self._known_topics.add(topic)
+            ensure_known_topics(self._known_topics, topics, self._existing_topics, self._create_topic)
 
     def _admin_client(self) -> AdminClient:
         if self._admin is None:

@@ -18,7 +18,17 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
-from tubelens.bus.base import Bus, ConsumerClient, Message, Producer, TopicPartition, as_key, record_size, too_large
+from tubelens.bus.base import (
+    Bus,
+    ConsumerClient,
+    Message,
+    Producer,
+    TopicPartition,
+    as_key,
+    ensure_known_topics,
+    record_size,
+    too_large,
+)
 from tubelens.errors import DependencyUnavailable
 from tubelens.settings import KafkaSettings
 
@@ -212,15 +222,12 @@ class KafkaBus(Bus):
 
     def ensure_topics(self, topics: list[str]) -> None:
         with self._lock:
-            missing = [t for t in topics if t not in self._known_topics]
-            if not missing:
-                return
-            admin = self._admin_client()
-            existing = set(admin.list_topics())
-            for topic in missing:
-                if topic not in existing:
-                    self._create_topic(admin, topic)
-                self._known_topics.add(topic)
+            ensure_known_topics(
+                self._known_topics,
+                topics,
+                lambda: set(self._admin_client().list_topics()),
+                lambda topic: self._create_topic(self._admin_client(), topic),
+            )
 
     def _admin_client(self) -> KafkaAdminClient:
         if self._admin is None:
